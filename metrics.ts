@@ -1,0 +1,128 @@
+/**
+ * The Prometheus exposition: every metric's definition and the `/metrics`
+ * handler. Metric names are part of the drop-in contract with the Go relay
+ * and its dashboards; do not rename them.
+ *
+ * Values are read from {@link RelayStats} and the hub's client count at scrape
+ * time, so the gauge cannot drift from the real set of clients and the hot
+ * path never calls into prom-client.
+ *
+ * @module
+ */
+import client from "prom-client";
+import { DISCONNECT_REASONS, REJECT_REASONS, type RelayStats } from "./stats.ts";
+import { VERSION } from "./version.ts";
+
+/** Where the numbers come from at scrape time. */
+export interface MetricsSource {
+  /** The relay's counters. */
+  stats: RelayStats;
+  /** Clients registered with the hub right now. */
+  connectedClients(): number;
+}
+
+// The runtime's default metrics are process-wide: one registry per process,
+// merged into every relay's exposition.
+const runtimeRegistry = new client.Registry();
+client.collectDefaultMetrics({ register: runtimeRegistry });
+
+/** Builds the relay's registry over `source` and returns the HTTP handler for it. */
+export function createMetricsHandler(
+  source: MetricsSource,
+): (request: Request) => Promise<Response> {
+  const registry = new client.Registry();
+  const { stats } = source;
+  const registers = [registry];
+
+  new client.Gauge({
+    name: "websocket_connected_clients",
+    help: "WebSocket clients connected right now.",
+    registers,
+    collect() {
+      this.set(source.connectedClients());
+    },
+  });
+  counter(
+    registers,
+    "websocket_connections_total",
+    "WebSocket connections accepted.",
+    () => stats.connections,
+  );
+  counter(
+    registers,
+    "websocket_messages_total",
+    "Messages received and relayed.",
+    () => stats.messages,
+  );
+  counter(
+    registers,
+    "websocket_deliveries_total",
+    "Frames handed to client sockets.",
+    () => stats.deliveries,
+  );
+  counter(
+    registers,
+    "websocket_bytes_received_total",
+    "Payload bytes received from clients.",
+    () => stats.bytesReceived,
+  );
+  counter(
+    registers,
+    "websocket_bytes_sent_total",
+    "Payload bytes handed to client sockets.",
+    () => stats.bytesSent,
+  );
+  new client.Counter({
+    name: "websocket_disconnections_total",
+    help: "WebSocket clients removed, by reason.",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      this.reset();
+      for (const reason of DISCONNECT_REASONS) {
+        this.inc({ reason }, stats.disconnections[reason]);
+      }
+    },
+  });
+  new client.Counter({
+    name: "websocket_rejected_connections_total",
+    help: "WebSocket upgrades refused before they happened, by reason.",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      this.reset();
+      for (const reason of REJECT_REASONS) {
+        this.inc({ reason }, stats.rejected[reason]);
+      }
+    },
+  });
+  new client.Gauge({
+    name: "relay_build_info",
+    help: "Always 1; the labels say which relay build this is.",
+    labelNames: ["version"],
+    registers,
+  }).set({ version: VERSION }, 1);
+
+  const merged = client.Registry.merge([registry, runtimeRegistry]);
+  return async () =>
+    new Response(await merged.metrics(), {
+      headers: { "content-type": merged.contentType },
+    });
+}
+
+function counter(
+  registers: client.Registry[],
+  name: string,
+  help: string,
+  read: () => number,
+): void {
+  new client.Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}

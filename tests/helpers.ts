@@ -1,0 +1,152 @@
+/**
+ * Test helpers: relays on port 0, WebSocket clients whose messages and close
+ * can be awaited, a metrics scraper, and waits that resolve on events rather
+ * than after fixed sleeps.
+ *
+ * @module
+ */
+import { type Config, DEFAULT_CONFIG } from "../config.ts";
+import type { Hub } from "../hub.ts";
+import { type Relay, startRelay } from "../server.ts";
+
+/** A partial config, merged key by key over the test defaults. */
+export type ConfigPatch = { [S in keyof Config]?: Partial<Config[S]> };
+
+/** Defaults for tests: loopback, free ports, no idle pings unless asked for. */
+export function testConfig(patch: ConfigPatch = {}): Config {
+  const config = structuredClone(DEFAULT_CONFIG);
+  config.server.host = "127.0.0.1";
+  config.server.port = 0;
+  config.metrics.host = "127.0.0.1";
+  config.metrics.port = 0;
+  config.websocket.idle_timeout = "0";
+  for (const section of Object.keys(patch) as (keyof Config)[]) {
+    Object.assign(config[section], patch[section]);
+  }
+  return config;
+}
+
+/** Starts a relay on loopback with `patch` applied to the test defaults. */
+export function startTestRelay(patch: ConfigPatch = {}): Promise<Relay> {
+  return startRelay(testConfig(patch));
+}
+
+/** A WebSocket client whose messages and close can be awaited in order. */
+export class TestClient {
+  readonly socket: WebSocket;
+  readonly closed: Promise<CloseEvent>;
+  #messages: (string | ArrayBuffer)[] = [];
+  #waiting: PromiseWithResolvers<string | ArrayBuffer> | undefined;
+  #closeEvent: CloseEvent | undefined;
+
+  private constructor(socket: WebSocket) {
+    this.socket = socket;
+    socket.binaryType = "arraybuffer";
+    this.closed = new Promise((resolve) =>
+      socket.addEventListener("close", (event) => {
+        this.#closeEvent = event;
+        this.#waiting?.reject(new Error(`closed with code ${event.code} while waiting`));
+        resolve(event);
+      })
+    );
+    socket.addEventListener("message", (event) => {
+      if (this.#waiting) {
+        const { resolve } = this.#waiting;
+        this.#waiting = undefined;
+        resolve(event.data);
+      } else {
+        this.#messages.push(event.data);
+      }
+    });
+  }
+
+  /** Opens a client and resolves once it is registered with the relay's hub. */
+  static async connect(relay: Relay, path = "/", protocols?: string[]): Promise<TestClient> {
+    const registered = nextEvent(relay.hub, "connect");
+    const client = await TestClient.open(new URL(path, relay.url).href, protocols);
+    await registered;
+    return client;
+  }
+
+  /** Opens a client without waiting for the hub (for rejected upgrades too). */
+  static open(url: string, protocols?: string[]): Promise<TestClient> {
+    const socket = new WebSocket(url, protocols);
+    const client = new TestClient(socket);
+    return new Promise((resolve, reject) => {
+      socket.addEventListener("open", () => resolve(client), { once: true });
+      socket.addEventListener("error", (e) => reject(new Error((e as ErrorEvent).message)), {
+        once: true,
+      });
+    });
+  }
+
+  /** The next message, in arrival order; rejects if the socket closes first. */
+  next(): Promise<string | ArrayBuffer> {
+    const queued = this.#messages.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    if (this.#closeEvent) {
+      return Promise.reject(new Error(`closed with code ${this.#closeEvent.code}`));
+    }
+    this.#waiting = Promise.withResolvers();
+    return this.#waiting.promise;
+  }
+
+  /** Messages received and not yet taken with {@link next}. */
+  get pending(): number {
+    return this.#messages.length;
+  }
+
+  send(data: string | ArrayBuffer | Uint8Array): void {
+    this.socket.send(data);
+  }
+
+  /** Closes cleanly and waits for the close to complete. */
+  async close(): Promise<CloseEvent> {
+    if (this.socket.readyState < WebSocket.CLOSING) this.socket.close(1000);
+    return await this.closed;
+  }
+}
+
+/** Resolves with the next `type` event the hub dispatches. */
+export function nextEvent(hub: Hub, type: "connect" | "disconnect"): Promise<CustomEvent> {
+  return new Promise((resolve) =>
+    hub.addEventListener(type, (event) => resolve(event as CustomEvent), { once: true })
+  );
+}
+
+/** Resolves once `count` `type` events have been dispatched from now on. */
+export function events(hub: Hub, type: "connect" | "disconnect", count: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const listener = () => {
+      if (++seen === count) {
+        hub.removeEventListener(type, listener);
+        resolve();
+      }
+    };
+    hub.addEventListener(type, listener);
+  });
+}
+
+/** Samples from one scrape: `name{labels}` -> value. */
+export type Samples = Map<string, number>;
+
+/** Fetches `/metrics` and parses every sample line. */
+export async function scrape(relay: Relay): Promise<Samples> {
+  const addr = relay.metricsAddr;
+  if (!addr) throw new Error("metrics are disabled");
+  const response = await fetch(`http://${addr.hostname}:${addr.port}/metrics`);
+  const text = await response.text();
+  const samples: Samples = new Map();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    samples.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return samples;
+}
+
+/** The `http://` base of the relay's WebSocket port, for plain requests. */
+export function httpBase(relay: Relay): string {
+  return relay.url.replace(/^ws/, "http");
+}
