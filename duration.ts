@@ -1,12 +1,11 @@
 /**
  * Go-style duration strings (`500ms`, `10s`, `1m30s`), as the Go relay's
- * config used them, converted to milliseconds and back.
+ * config used them, converted to milliseconds.
  *
  * @example
  * ```ts
- * import { formatDuration, parseDuration } from "./duration.ts";
+ * import { parseDuration } from "./duration.ts";
  * parseDuration("1m30s"); // 90000
- * formatDuration(90000); // "1m30s"
  * ```
  * @module
  */
@@ -38,21 +37,4 @@ export function parseDuration(text: string): number | undefined {
     total += Number(match[1]) * UNIT_MS[match[2]];
   }
   return total;
-}
-
-/** Formats milliseconds as the shortest Go-style duration (`90000` -> `1m30s`). */
-export function formatDuration(ms: number): string {
-  if (ms === 0) return "0s";
-  const parts: string[] = [];
-  let rest = ms;
-  for (const [unit, size] of [["h", 3_600_000], ["m", 60_000]] as const) {
-    if (rest >= size) {
-      parts.push(`${Math.floor(rest / size)}${unit}`);
-      rest %= size;
-    }
-  }
-  if (rest > 0) {
-    parts.push(rest % 1000 === 0 || parts.length > 0 ? `${rest / 1000}s` : `${rest}ms`);
-  }
-  return parts.join("");
 }

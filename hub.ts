@@ -17,7 +17,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { Client, type ClientHost, CloseCode, utf8Length } from "./client.ts";
+import { type Client, type ClientHost, CloseCode, utf8Length } from "./client.ts";
 import { AsyncQueue } from "./queue.ts";
 import { type DisconnectReason, RelayStats } from "./stats.ts";
 

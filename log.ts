@@ -5,19 +5,13 @@
  *
  * @module
  */
-import {
-  configure,
-  getTextFormatter,
-  jsonLinesFormatter,
-  type LogLevel,
-  type LogRecord,
-} from "@logtape/logtape";
+import { configure, getTextFormatter, type LogLevel, type LogRecord } from "@logtape/logtape";
 import type { Config } from "./config.ts";
 
 /** Routes the relay's logs to stderr at the configured level and format. */
 export async function configureLogging(options: Config["log"]): Promise<void> {
   const formatter = options.format === "json"
-    ? jsonLinesFormatter
+    ? formatJsonLine
     : getTextFormatter({ timestamp: "date-time-timezone", value: "bare" });
   const encoder = new TextEncoder();
   // Synchronous writes: a line logged just before exit is not lost.
@@ -33,4 +27,24 @@ export async function configureLogging(options: Config["log"]): Promise<void> {
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+}
+
+/**
+ * One JSON object per line with the message rendered as plain text and the
+ * properties as top-level fields, which journald and log shippers index
+ * without further parsing.
+ */
+function formatJsonLine(record: LogRecord): string {
+  const message = record.message
+    .map((part, i) => i % 2 === 0 || typeof part === "string" ? part : Deno.inspect(part))
+    .join("");
+  return `${
+    JSON.stringify({
+      time: new Date(record.timestamp).toISOString(),
+      level: record.level,
+      logger: record.category.join("."),
+      message,
+      ...record.properties,
+    })
+  }\n`;
 }

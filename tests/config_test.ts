@@ -1,0 +1,166 @@
+import assert from "node:assert/strict";
+import {
+  ConfigError,
+  DEFAULT_CONFIG,
+  durationMs,
+  ENV_KEYS,
+  formatConfig,
+  loadConfig,
+  parseConfig,
+} from "../config.ts";
+import { parseDuration } from "../duration.ts";
+
+const fails = (yaml: string, message: string | RegExp, env: Record<string, string> = {}) =>
+  assert.throws(
+    () => parseConfig(yaml, { env }),
+    (error: Error) => {
+      assert.ok(error instanceof ConfigError, `expected ConfigError, got ${error}`);
+      if (typeof message === "string") assert.equal(error.message, message);
+      else assert.match(error.message, message);
+      return true;
+    },
+  );
+
+Deno.test("parseConfig() of an empty file gives the documented defaults", () => {
+  const config = parseConfig("");
+  assert.deepEqual(config, DEFAULT_CONFIG);
+  assert.equal(config.server.port, 8443);
+  assert.equal(config.server.shutdown_timeout, "10s");
+  assert.equal(config.websocket.max_message_bytes, 1048576);
+  assert.equal(config.websocket.send_buffer_bytes, 4194304);
+  assert.equal(config.websocket.echo, true);
+  assert.equal(config.websocket.rooms, "none");
+  assert.equal(config.metrics.port, 9090);
+  assert.equal(config.metrics.path, "/metrics");
+  assert.equal(config.log.level, "info");
+});
+
+Deno.test("parseConfig() accepts the shipped config.yaml unchanged", async () => {
+  const config = parseConfig(await Deno.readTextFile("config.yaml"));
+  assert.deepEqual(config, DEFAULT_CONFIG);
+});
+
+Deno.test("parseConfig() names file, line, column, key and value of a bad value", () => {
+  fails(
+    "server:\n  host: 0.0.0.0\n  port: abc\n",
+    'config.yaml:3:9: server.port: expected an integer 0-65535 (0 picks a free port), got "abc"',
+  );
+  fails("server:\n  port: 70000\n", /^config.yaml:2:9: server.port: .*got 70000$/);
+  fails(
+    "websocket:\n  idle_timeout: 10 seconds\n",
+    'config.yaml:2:17: websocket.idle_timeout: expected a duration like "500ms", "10s" or "1m", got "10 seconds"',
+  );
+  fails("websocket:\n  rooms: paths\n", /websocket.rooms: expected none or path, got "paths"/);
+  fails("log:\n  format: xml\n", /log.format: expected text or json/);
+  fails("metrics:\n  path: metrics\n", /metrics.path: expected a path starting with "\/"/);
+  fails("websocket:\n  echo: yes please\n", /websocket.echo: expected true or false/);
+  fails("server:\n  allowed_origins: https://a\n", /server.allowed_origins: expected a list/);
+});
+
+Deno.test("parseConfig() rejects unknown keys and suggests the nearest known one", () => {
+  fails(
+    "server:\n  prot: 80\n",
+    'config.yaml:2:3: server.prot: unknown key; did you mean "port"?',
+  );
+  fails(
+    "websockets:\n  echo: false\n",
+    /^config.yaml:1:1: websockets: unknown key; did you mean "websocket"\?/,
+  );
+  fails("server:\n  zzzzzzzz: 1\n", /server.zzzzzzzz: unknown key; known keys: host, port, tls/);
+});
+
+Deno.test("parseConfig() reports every problem, one per line", () => {
+  fails("server:\n  port: x\nlog:\n  level: loud\n", /server.port.*\n.*log.level/);
+});
+
+Deno.test("parseConfig() reports YAML syntax errors with line and column", () => {
+  fails("server:\n  port: [1, 2\n", /^config.yaml:\d+:\d+: invalid YAML: /);
+  fails(
+    "server:\n  port: 1\n  port: 2\n",
+    /config.yaml:3:3: invalid YAML: Map keys must be unique/,
+  );
+  fails("- a\n- b\n", /^config.yaml:1:1: expected a mapping of sections/);
+});
+
+Deno.test("parseConfig() requires cert and key files when TLS is on", () => {
+  fails(
+    "server:\n  tls:\n    enabled: true\n",
+    /server.tls.cert_file: required when tls.enabled is true\n.*server.tls.key_file: required/,
+  );
+});
+
+Deno.test("parseConfig() takes overrides from RELAY_* variables with their types", () => {
+  const config = parseConfig("server:\n  port: 1000\n", {
+    env: {
+      RELAY_SERVER_PORT: "9000",
+      RELAY_WEBSOCKET_ECHO: "false",
+      RELAY_SERVER_ALLOWED_ORIGINS: "https://a.example, https://b.example",
+      RELAY_SERVER_SHUTDOWN_TIMEOUT: "3s",
+      RELAY_LOG_LEVEL: "warn",
+      PATH: "/usr/bin",
+    },
+  });
+  assert.equal(config.server.port, 9000);
+  assert.equal(config.websocket.echo, false);
+  assert.deepEqual(config.server.allowed_origins, ["https://a.example", "https://b.example"]);
+  assert.equal(config.server.shutdown_timeout, "3s");
+  assert.equal(config.log.level, "warning");
+  assert.equal(ENV_KEYS.get("RELAY_SERVER_TLS_CERT_FILE")?.join("."), "server.tls.cert_file");
+});
+
+Deno.test("parseConfig() names the variable when an override is bad or unknown", () => {
+  fails(
+    "",
+    'environment RELAY_SERVER_PORT: server.port: expected an integer 0-65535 (0 picks a free port), got "abc"',
+    { RELAY_SERVER_PORT: "abc" },
+  );
+  fails("", "environment RELAY_SERVER_PROT: unknown setting; did you mean RELAY_SERVER_PORT?", {
+    RELAY_SERVER_PROT: "1",
+  });
+  fails("", /RELAY_SERVER_TLS_ENABLED.*expected true or false/, {
+    RELAY_SERVER_TLS_ENABLED: "maybe",
+  });
+});
+
+Deno.test("loadConfig() reads a file, and a missing one only when not required", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/relay.yaml`;
+    await Deno.writeTextFile(path, "server:\n  port: 1234\n");
+    const loaded = await loadConfig(path, { env: {} });
+    assert.equal(loaded.config.server.port, 1234);
+    assert.equal(loaded.file, path);
+
+    const missing = `${dir}/absent.yaml`;
+    const defaults = await loadConfig(missing, { required: false, env: {} });
+    assert.equal(defaults.file, null);
+    assert.deepEqual(defaults.config, DEFAULT_CONFIG);
+    await assert.rejects(
+      loadConfig(missing, { env: {} }),
+      new RegExp(`^ConfigError: Cannot load config: ${missing}: No such file`),
+    );
+    await Deno.writeTextFile(path, "server:\n  port: nope\n");
+    await assert.rejects(loadConfig(path, { env: {} }), new RegExp(`^ConfigError: ${path}:2:9:`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("formatConfig() output parses back to the same config", () => {
+  const config = parseConfig("websocket:\n  rooms: path\nlog:\n  format: json\n");
+  assert.deepEqual(parseConfig(formatConfig(config)), config);
+});
+
+Deno.test("parseDuration() reads Go durations and rejects anything else", () => {
+  assert.equal(parseDuration("500ms"), 500);
+  assert.equal(parseDuration("10s"), 10_000);
+  assert.equal(parseDuration("1m30s"), 90_000);
+  assert.equal(parseDuration("1.5h"), 5_400_000);
+  assert.equal(parseDuration("250us"), 0.25);
+  assert.equal(parseDuration("0"), 0);
+  for (const bad of ["", "10", "s", "10 s", "-1s", "1d", "1s!"]) {
+    assert.equal(parseDuration(bad), undefined, bad);
+  }
+  assert.equal(durationMs("2s"), 2000);
+  assert.throws(() => durationMs("soon"), RangeError);
+});

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { nextEvent, startTestRelay } from "./helpers.ts";
+import { Opcode, RawWebSocket } from "./raw_ws.ts";
+
+/** A self-signed certificate for 127.0.0.1, made for this test run. */
+async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
+  const cert = `${dir}/cert.pem`;
+  const key = `${dir}/key.pem`;
+  const { success, stderr } = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+      ...["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+      ...[
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+      ],
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(success, new TextDecoder().decode(stderr));
+  return { cert, key };
+}
+
+Deno.test({
+  name: "server speaks wss:// and https:// with the configured certificate",
+  ignore: !(await hasOpenssl()),
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const { cert, key } = await selfSigned(dir);
+      await using relay = await startTestRelay({
+        server: { tls: { enabled: true, cert_file: cert, key_file: key } },
+      });
+      assert.match(relay.url, /^wss:\/\/127.0.0.1:\d+\/$/);
+      const caCerts = [await Deno.readTextFile(cert)];
+
+      using client = Deno.createHttpClient({ caCerts });
+      const health = await fetch(`https://127.0.0.1:${relay.addr.port}/healthz`, { client });
+      assert.equal(await health.text(), "ok\n");
+
+      const open = async () => {
+        const registered = nextEvent(relay.hub, "connect");
+        const conn = await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: relay.addr.port,
+          caCerts,
+        });
+        const ws = await RawWebSocket.handshake(conn);
+        await registered;
+        return ws;
+      };
+      const a = await open();
+      const b = await open();
+      await a.send(Opcode.TEXT, "over TLS");
+      const frame = await b.read();
+      assert.equal(frame?.opcode, Opcode.TEXT);
+      assert.equal(new TextDecoder().decode(frame?.payload), "over TLS");
+      a.conn.close();
+      b.conn.close();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+async function hasOpenssl(): Promise<boolean> {
+  try {
+    return (await new Deno.Command("openssl", { args: ["version"], stdout: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
