@@ -126,7 +126,7 @@ Deno.test("relay exits 1 with one line when its port is taken", async () => {
     assert.match(
       stderr,
       new RegExp(
-        `\nrelay: Cannot listen for WebSocket on 127.0.0.1:${port}: address already in use\n$`,
+        `^relay: Cannot listen for WebSocket on 127.0.0.1:${port}: address already in use\n$`,
       ),
     );
   } finally {
