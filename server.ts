@@ -152,15 +152,11 @@ export async function startRelay(config: Config): Promise<Relay> {
   const scheme = tls ? "wss" : "ws";
   const addr = wsServer.addr;
   const url = `${scheme}://${formatHost(addr.hostname)}:${addr.port}/`;
-  log.info("relay {version} listening on {url}{metrics}", {
-    version: VERSION,
-    url,
-    metrics: metricsServer
-      ? `, metrics on http://${
-        formatHost(metricsServer.addr.hostname)
-      }:${metricsServer.addr.port}${metrics.path}`
-      : "",
-  });
+  log.info("relay {version} listening on {url}", { version: VERSION, url });
+  if (metricsServer) {
+    const { hostname, port } = metricsServer.addr;
+    log.info("metrics on {url}", { url: `http://${formatHost(hostname)}:${port}${metrics.path}` });
+  }
 
   const shutdownTimeoutMs = durationMs(serverConfig.shutdown_timeout);
   let stopping: Promise<void> | undefined;

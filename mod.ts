@@ -1,0 +1,21 @@
+/**
+ * The relay as a library, for programs that embed it: start a relay from a
+ * config, publish to its rooms from TypeScript, watch clients come and go.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_CONFIG, startRelay } from "./mod.ts";
+ * const config = structuredClone(DEFAULT_CONFIG);
+ * config.server.port = 0;
+ * config.metrics.enabled = false;
+ * await using relay = await startRelay(config);
+ * relay.hub.addEventListener("connect", () => relay.hub.broadcast("welcome"));
+ * ```
+ * @module
+ */
+export { type Config, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from "./config.ts";
+export { type BroadcastOptions, type ClientEventDetail, Hub, type HubOptions } from "./hub.ts";
+export { type Client, CloseCode } from "./client.ts";
+export { type Relay, RelayStartError, startRelay } from "./server.ts";
+export { type DisconnectReason, RelayStats } from "./stats.ts";
+export { VERSION } from "./version.ts";
