@@ -125,12 +125,18 @@ async function connect(command: Extract<Command, { cmd: "connect" }>) {
   return { connected: total - failed, failed, ms: performance.now() - started };
 }
 
-let timer: number | undefined;
-self.onmessage = async (event: MessageEvent<Command>) => {
+// This module runs as a worker; its global scope is the worker's.
+const scope = self as unknown as {
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+  onmessage: ((event: MessageEvent<Command>) => void) | null;
+};
+
+let timer: ReturnType<typeof setInterval> | undefined;
+scope.onmessage = async (event: MessageEvent<Command>) => {
   const command = event.data;
   switch (command.cmd) {
     case "connect":
-      self.postMessage(await connect(command));
+      scope.postMessage(await connect(command));
       break;
     case "publish":
       publishing = true;
@@ -150,20 +156,20 @@ self.onmessage = async (event: MessageEvent<Command>) => {
           for (; owed >= 1; owed--) for (const id of publishersHere.keys()) sendOne(id);
         }, tickMs);
       }
-      self.postMessage({ ok: true });
+      scope.postMessage({ ok: true });
       break;
     case "mark": {
       recordLatency = command.latency;
       const samples = latency.slice(0, latencyCount);
       latency = new Float64Array(LATENCY_CAPACITY);
       latencyCount = 0;
-      self.postMessage({ counters: { ...counters }, latency: samples }, [samples.buffer]);
+      scope.postMessage({ counters: { ...counters }, latency: samples }, [samples.buffer]);
       break;
     }
     case "stop":
       publishing = false;
       clearInterval(timer);
-      self.postMessage({ lastSent: Object.fromEntries(sentSeq) });
+      scope.postMessage({ lastSent: Object.fromEntries(sentSeq) });
       break;
     case "drain": {
       // Wait until every socket has seen every publisher's last frame, or time out.
@@ -180,12 +186,12 @@ self.onmessage = async (event: MessageEvent<Command>) => {
       while (missing() > 0 && performance.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      self.postMessage({ missing: missing(), counters: { ...counters } });
+      scope.postMessage({ missing: missing(), counters: { ...counters } });
       break;
     }
     case "close":
       for (const socket of sockets) socket.close();
-      self.postMessage({ ok: true });
+      scope.postMessage({ ok: true });
       break;
   }
 };
