@@ -6,7 +6,7 @@
  * table with every relay figure as a ratio to the baseline's, and writes the
  * raw results as JSON under `bench/results/`.
  *
- * Usage: deno task bench [--quick] [--workers N] [--scenario NAME]
+ * Usage: deno task bench [--quick] [--workers N] [--repeat N] [--scenario NAME]
  *
  * @module
  */
@@ -208,14 +208,22 @@ export interface Row {
 export interface Run {
   cpus: { server?: string; load?: string };
   workers: number;
+  /** Runs per server and scenario; each figure is from the median run. */
+  repeat: number;
   rows: Row[];
+}
+
+/** The run with the median server CPU per delivery (or KiB per connection). */
+function median(results: Result[]): Result {
+  const key = (r: Result) => r.cpuMicrosPerDelivery ?? r.kibPerConnection ?? 0;
+  return [...results].sort((a, b) => key(a) - key(b))[Math.floor(results.length / 2)];
 }
 
 /** Runs the benchmark; returns the rows it measured. */
 export async function bench(
-  options: { quick?: boolean; workers?: number; only?: string } = {},
+  options: { quick?: boolean; workers?: number; repeat?: number; only?: string } = {},
 ): Promise<Run> {
-  const { quick = false, workers = 2, only } = options;
+  const { quick = false, workers = 2, repeat = quick ? 1 : 3, only } = options;
   const cores = navigator.hardwareConcurrency;
   const cpus = hasTaskset() && cores >= 2
     ? { server: "0", load: cores === 2 ? "1" : `1-${cores - 1}` }
@@ -223,11 +231,15 @@ export async function bench(
   const scenarios = (quick ? QUICK : FULL).filter((s) => !only || s.name.startsWith(only));
   const rows: Row[] = [];
   for (const scenario of scenarios) {
-    const baseline = await runOne("baseline", scenario, cpus, workers);
-    const relay = await runOne("relay", scenario, cpus, workers);
-    rows.push({ scenario, baseline, relay });
+    // Alternate the servers so drift on the machine hits both alike.
+    const runs: Record<ServerName, Result[]> = { baseline: [], relay: [] };
+    for (let i = 0; i < repeat; i++) {
+      runs.baseline.push(await runOne("baseline", scenario, cpus, workers));
+      runs.relay.push(await runOne("relay", scenario, cpus, workers));
+    }
+    rows.push({ scenario, baseline: median(runs.baseline), relay: median(runs.relay) });
   }
-  return { cpus, workers, rows };
+  return { cpus, workers, repeat, rows };
 }
 
 if (import.meta.main) {
@@ -236,6 +248,7 @@ if (import.meta.main) {
     options: {
       quick: { type: "boolean" },
       workers: { type: "string" },
+      repeat: { type: "string" },
       scenario: { type: "string" },
     },
   });
@@ -243,6 +256,7 @@ if (import.meta.main) {
   const run = await bench({
     quick: values.quick,
     workers: values.workers ? Number(values.workers) : undefined,
+    repeat: values.repeat ? Number(values.repeat) : undefined,
     only: values.scenario,
   });
   const seconds = (performance.now() - started) / 1000;
