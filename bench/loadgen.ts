@@ -65,7 +65,8 @@ export function statusKiB(pid: number, field: "VmRSS" | "VmHWM"): number {
   return Number(status.match(new RegExp(`${field}:\\s+(\\d+) kB`))![1]);
 }
 
-class Pool {
+/** Load-generator workers and a request/response helper over their messages. */
+export class Pool {
   readonly workers: Worker[];
   constructor(count: number) {
     this.workers = Array.from(

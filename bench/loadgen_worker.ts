@@ -27,7 +27,8 @@ export interface Counters {
   sent: number;
 }
 
-const HEADER_BYTES = 16;
+/** Publisher id (4), sequence (4), send time (8): the smallest frame. */
+export const HEADER_BYTES = 16;
 const MAX_PUBLISHERS = 64;
 const LATENCY_CAPACITY = 2_000_000;
 

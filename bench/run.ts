@@ -77,7 +77,8 @@ const SERVERS = {
   baseline: ["run", "--allow-net", `${ROOT}bench/baseline.ts`],
   relay: ["run", "--allow-net", "--allow-read", "--allow-env", `${ROOT}main.ts`],
 } as const;
-type ServerName = keyof typeof SERVERS;
+/** Which server to start. */
+export type ServerName = keyof typeof SERVERS;
 
 const RELAY_ENV = {
   RELAY_SERVER_HOST: "127.0.0.1",
@@ -100,7 +101,11 @@ function pinned(cpus: string | undefined, args: string[]): Deno.Command {
   });
 }
 
-async function startServer(name: ServerName, cpus: string | undefined) {
+/** Starts a server process and resolves with it and its URL once it listens. */
+export async function startServer(
+  name: ServerName,
+  cpus: string | undefined,
+): Promise<{ child: Deno.ChildProcess; url: string }> {
   const child = pinned(cpus, [...SERVERS[name]]).spawn();
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
@@ -147,7 +152,8 @@ async function runOne(
   }
 }
 
-function hasTaskset(): boolean {
+/** Whether CPUs can be pinned here. */
+export function hasTaskset(): boolean {
   try {
     return new Deno.Command("taskset", { args: ["-V"], stdout: "null", stderr: "null" })
       .outputSync().success;
