@@ -8,6 +8,7 @@
 import { type Config, DEFAULT_CONFIG } from "../config.ts";
 import type { Hub } from "../hub.ts";
 import { type Relay, startRelay } from "../server.ts";
+import { RawWebSocket } from "./raw_ws.ts";
 
 /** A partial config, merged key by key over the test defaults. */
 export type ConfigPatch = { [S in keyof Config]?: Partial<Config[S]> };
@@ -149,4 +150,13 @@ export async function scrape(relay: Relay): Promise<Samples> {
 /** The `http://` base of the relay's WebSocket port, for plain requests. */
 export function httpBase(relay: Relay): string {
   return relay.url.replace(/^ws/, "http");
+}
+
+/** A byte-level client on the relay's port, resolved once the hub has registered it. */
+export async function connectRaw(relay: Relay): Promise<RawWebSocket> {
+  const registered = nextEvent(relay.hub, "connect");
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port });
+  const socket = await RawWebSocket.handshake(conn);
+  await registered;
+  return socket;
 }

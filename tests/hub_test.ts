@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { events, nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { connectRaw, events, nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
 import { RawWebSocket } from "./raw_ws.ts";
 
 Deno.test("Hub.broadcast() delivers a frame to every client, the sender included", async () => {
@@ -104,11 +104,7 @@ Deno.test("Hub closes a client that stops reading with 1013 while others keep re
     websocket: { send_buffer_bytes: budget, max_message_bytes: 1 << 20 },
   });
   const reader = await TestClient.connect(relay);
-  const registered = nextEvent(relay.hub, "connect");
-  const stalled = await RawWebSocket.handshake(
-    await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
-  );
-  await registered;
+  const stalled = await connectRaw(relay);
   const evicted = nextEvent(relay.hub, "disconnect");
 
   const rssBefore = Deno.memoryUsage().rss;
@@ -153,13 +149,7 @@ Deno.test("Hub counts every removal path so the gauge equals the open sockets", 
   const clean = await Promise.all([1, 2, 3].map(() => TestClient.connect(relay)));
   const abrupt: RawWebSocket[] = [];
   for (let i = 0; i < 4; i++) {
-    const registered = nextEvent(relay.hub, "connect");
-    abrupt.push(
-      await RawWebSocket.handshake(
-        await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
-      ),
-    );
-    await registered;
+    abrupt.push(await connectRaw(relay));
   }
   const tooBig = await TestClient.connect(relay);
   assert.equal(relay.hub.size, 8);

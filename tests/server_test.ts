@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { RelayStartError, startRelay } from "../server.ts";
-import { httpBase, nextEvent, scrape, startTestRelay, TestClient, testConfig } from "./helpers.ts";
+import {
+  connectRaw,
+  httpBase,
+  nextEvent,
+  scrape,
+  startTestRelay,
+  TestClient,
+  testConfig,
+} from "./helpers.ts";
 import { Opcode, RawWebSocket } from "./raw_ws.ts";
 
 Deno.test("server answers a plain GET with 426 and a one-line hint", async () => {
@@ -81,11 +89,7 @@ Deno.test("server closes a frame over max_message_bytes with 1009", async () => 
 
 Deno.test("server closes a client that does not answer pings after idle_timeout", async () => {
   await using relay = await startTestRelay({ websocket: { idle_timeout: "200ms" } });
-  const registered = nextEvent(relay.hub, "connect");
-  const silent = await RawWebSocket.handshake(
-    await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
-  );
-  await registered;
+  const silent = await connectRaw(relay);
   const gone = nextEvent(relay.hub, "disconnect");
   const frame = await silent.read();
   assert.equal(frame?.opcode, Opcode.PING);
@@ -98,11 +102,7 @@ Deno.test("server closes a client that does not answer pings after idle_timeout"
 
 Deno.test("server keeps a client that answers pings past idle_timeout", async () => {
   await using relay = await startTestRelay({ websocket: { idle_timeout: "200ms" } });
-  const registered = nextEvent(relay.hub, "connect");
-  const alive = await RawWebSocket.handshake(
-    await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
-  );
-  await registered;
+  const alive = await connectRaw(relay);
   // Three ping rounds, each answered: well past one idle timeout.
   for (let round = 0; round < 3; round++) {
     const ping = await alive.read();
@@ -118,11 +118,7 @@ Deno.test("server keeps a client that answers pings past idle_timeout", async ()
 Deno.test("server answers /readyz with 503 and refuses upgrades while shutting down", async () => {
   const relay = await startTestRelay({ server: { shutdown_timeout: "30s" } });
   // A client that never answers the close frame keeps the drain open.
-  const registered = nextEvent(relay.hub, "connect");
-  const stubborn = await RawWebSocket.handshake(
-    await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
-  );
-  await registered;
+  const stubborn = await connectRaw(relay);
   const shutdown = relay.shutdown();
   assert.equal(relay.shutdown(), shutdown, "shutdown() is idempotent");
   assert.equal(await stubborn.readCloseCode(), 1001);
@@ -139,11 +135,7 @@ Deno.test("server answers /readyz with 503 and refuses upgrades while shutting d
 
 Deno.test("server stops waiting for clients after shutdown_timeout", async () => {
   const relay = await startTestRelay({ server: { shutdown_timeout: "100ms" } });
-  const registered = nextEvent(relay.hub, "connect");
-  const stubborn = await RawWebSocket.handshake(
-    await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port }),
-  );
-  await registered;
+  const stubborn = await connectRaw(relay);
   const shutdown = relay.shutdown();
   assert.equal(await stubborn.readCloseCode(), 1001);
   // The relay finishes although this client never completed the close.
