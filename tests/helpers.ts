@@ -160,3 +160,13 @@ export async function connectRaw(relay: Relay): Promise<RawWebSocket> {
   await registered;
   return socket;
 }
+
+/** Whether `name args` runs and succeeds here (for tests that need a tool). */
+export async function commandWorks(name: string, args: string[]): Promise<boolean> {
+  try {
+    return (await new Deno.Command(name, { args, stdout: "null", stderr: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}

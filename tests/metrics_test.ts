@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { VERSION } from "../version.ts";
-import { nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { commandWorks, nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
 
 Deno.test("metrics expose the Go relay's names and add up after traffic", async () => {
   await using relay = await startTestRelay();
@@ -31,7 +31,7 @@ Deno.test("metrics expose the Go relay's names and add up after traffic", async 
 
 Deno.test({
   name: "metrics exposition passes promtool check metrics",
-  ignore: !(await hasPromtool()),
+  ignore: !(await commandWorks("promtool", ["--version"])),
   fn: async () => {
     await using relay = await startTestRelay();
     const client = await TestClient.connect(relay);
@@ -51,15 +51,3 @@ Deno.test({
     await client.close();
   },
 });
-
-async function hasPromtool(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("promtool", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    }).output()).success;
-  } catch {
-    return false;
-  }
-}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { nextEvent, startTestRelay } from "./helpers.ts";
+import { commandWorks, nextEvent, startTestRelay } from "./helpers.ts";
 import { Opcode, RawWebSocket } from "./raw_ws.ts";
 
 /** A self-signed certificate for 127.0.0.1, made for this test run. */
@@ -26,7 +26,7 @@ async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
 
 Deno.test({
   name: "server speaks wss:// and https:// with the configured certificate",
-  ignore: !(await hasOpenssl()),
+  ignore: !(await commandWorks("openssl", ["version"])),
   fn: async () => {
     const dir = await Deno.makeTempDir();
     try {
@@ -65,12 +65,3 @@ Deno.test({
     }
   },
 });
-
-async function hasOpenssl(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("openssl", { args: ["version"], stdout: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
