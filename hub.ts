@@ -25,8 +25,6 @@ import { type DisconnectReason, RelayStats } from "./stats.ts";
 export interface HubOptions {
   /** Whether a sender receives its own messages, as with the Go relay. @default true */
   echo?: boolean;
-  /** Counters to add to. @default new RelayStats() */
-  stats?: RelayStats;
 }
 
 /** Options for {@link Hub.broadcast}. */
@@ -62,7 +60,7 @@ const log = getLogger(["relay", "hub"]);
  */
 export class Hub extends EventTarget implements ClientHost {
   /** The counters this hub adds to. */
-  readonly stats: RelayStats;
+  readonly stats: RelayStats = new RelayStats();
   /** Resolves when {@link run} has returned after {@link shutdown}. */
   readonly finished: Promise<void>;
   readonly #echo: boolean;
@@ -73,9 +71,8 @@ export class Hub extends EventTarget implements ClientHost {
 
   constructor(options: HubOptions = {}) {
     super();
-    const { echo = true, stats = new RelayStats() } = options;
+    const { echo = true } = options;
     this.#echo = echo;
-    this.stats = stats;
     this.finished = this.run();
   }
 

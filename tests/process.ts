@@ -4,9 +4,9 @@
  *
  * @module
  */
+import { RELAY_PERMISSIONS } from "../permissions.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-net", "--allow-read", "--allow-env"];
 
 /** What a finished run printed and returned. */
 export interface RunOutput {
@@ -95,7 +95,7 @@ function command(
 ): Deno.Command {
   const { cwd, env = {}, stdout = "piped", stderr = "piped" } = options;
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, MAIN, ...args],
+    args: ["run", ...RELAY_PERMISSIONS, MAIN, ...args],
     cwd,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",
