@@ -57,6 +57,7 @@ const serverSchema = z.strictObject({
     .default([]),
   max_connections: intIn(0, MAX_INT, " (0: no limit)").default(0),
   shutdown_timeout: duration().default("10s"),
+  workers: intIn(1, 1024).default(1),
 });
 
 const websocketSchema = z.strictObject({

@@ -25,6 +25,31 @@ import { type DisconnectReason, RelayStats } from "./stats.ts";
 export interface HubOptions {
   /** Whether a sender receives its own messages, as with the Go relay. @default true */
   echo?: boolean;
+  /** Where this hub forwards what it accepts, for the hubs of other workers. */
+  link?: HubLink;
+}
+
+/** A message as it crosses from one hub to another. */
+export interface RelayMessage {
+  room: string;
+  data: string | ArrayBuffer;
+  bytes: number;
+}
+
+/**
+ * Joins a hub to other hubs. After each batch the hub hands it, in order,
+ * every message that originated here (from its clients or
+ * {@link Hub.broadcast}); messages that arrived through
+ * {@link Hub.deliver} are never forwarded again. Local sockets have copied
+ * the bytes by then, so an `ArrayBuffer` may be transferred.
+ */
+export interface HubLink {
+  /**
+   * `transferable` lists the buffers of `messages` that arrived from clients
+   * and nothing else holds; buffers an embedding program passed to
+   * {@link Hub.broadcast} are its own and must be copied.
+   */
+  forward(messages: RelayMessage[], transferable: ArrayBuffer[]): void;
 }
 
 /** Options for {@link Hub.broadcast}. */
@@ -50,6 +75,7 @@ type HubEvent =
     data: string | ArrayBuffer;
     bytes: number;
   }
+  | { kind: "remote"; messages: RelayMessage[] }
   | { kind: "shutdown"; done: () => void };
 
 const log = getLogger(["relay", "hub"]);
@@ -64,6 +90,10 @@ export class Hub extends EventTarget implements ClientHost {
   /** Resolves when {@link run} has returned after {@link shutdown}. */
   readonly finished: Promise<void>;
   readonly #echo: boolean;
+  readonly #link: HubLink | undefined;
+  /** Messages of the current batch to hand to {@link #link}. */
+  #outbox: RelayMessage[] = [];
+  #transferable: ArrayBuffer[] = [];
   readonly #rooms = new Map<string, Set<Client>>();
   readonly #queue = new AsyncQueue<HubEvent>();
   #size = 0;
@@ -71,8 +101,9 @@ export class Hub extends EventTarget implements ClientHost {
 
   constructor(options: HubOptions = {}) {
     super();
-    const { echo = true } = options;
+    const { echo = true, link } = options;
     this.#echo = echo;
+    this.#link = link;
     this.finished = this.run();
   }
 
@@ -105,6 +136,15 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /**
+   * Queues messages another hub accepted, for this hub's clients only: they
+   * are neither counted as messages here (their origin counted them) nor
+   * forwarded again.
+   */
+  deliver(messages: RelayMessage[]): void {
+    this.#push({ kind: "remote", messages });
+  }
+
+  /**
    * Delivers what is already queued, then closes every client with 1001
    * (counted as `shutdown`) and stops the loop. Clients that register later
    * are closed the same way. Resolves once the loop has stopped.
@@ -122,7 +162,20 @@ export class Hub extends EventTarget implements ClientHost {
       for (const event of batch) {
         switch (event.kind) {
           case "broadcast":
+            this.stats.messages++;
             this.#fanOut(event.from, event.room, event.data, event.bytes);
+            if (this.#link !== undefined) {
+              const { room, data, bytes } = event;
+              this.#outbox.push({ room, data, bytes });
+              if (event.from !== undefined && typeof data !== "string") {
+                this.#transferable.push(data);
+              }
+            }
+            break;
+          case "remote":
+            for (const { room, data, bytes } of event.messages) {
+              this.#fanOut(undefined, room, data, bytes);
+            }
             break;
           case "register":
             this.#add(event.client);
@@ -137,6 +190,11 @@ export class Hub extends EventTarget implements ClientHost {
             }
             event.done();
         }
+      }
+      if (this.#outbox.length > 0) {
+        this.#link!.forward(this.#outbox, this.#transferable);
+        this.#outbox = [];
+        this.#transferable = [];
       }
     }
   }
@@ -157,7 +215,6 @@ export class Hub extends EventTarget implements ClientHost {
     bytes: number,
   ): void {
     const stats = this.stats;
-    stats.messages++;
     const members = this.#rooms.get(room);
     if (members === undefined) return;
     const skip = this.#echo ? undefined : from;

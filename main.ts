@@ -66,9 +66,10 @@ export async function main(args: string[]): Promise<number> {
   let signalled = false;
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
-  await relay.finished;
+  // A worker crash ends the relay with an error after draining the rest.
+  const code = await relay.finished.then(() => 0, () => 1);
   for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
-  return 0;
+  return code;
 }
 
 if (import.meta.main) {

@@ -10,16 +10,21 @@
  * @module
  */
 import client from "prom-client";
-import { DISCONNECT_REASONS, REJECT_REASONS, type RelayStats } from "./stats.ts";
+import { DISCONNECT_REASONS, REJECT_REASONS, RelayStats } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
-/** Where the numbers come from at scrape time. */
-export interface MetricsSource {
+/** The numbers a scrape shows. */
+export interface MetricsSnapshot {
   /** The relay's counters. */
   stats: RelayStats;
-  /** Clients registered with the hub right now. */
-  connectedClients(): number;
+  /** Clients registered right now. */
+  connectedClients: number;
+  /** With `server.workers` above 1: clients registered per worker, in worker order. */
+  workerClients?: number[];
 }
+
+/** Where the numbers come from at scrape time: one hub, or every worker's summed. */
+export type MetricsSource = () => MetricsSnapshot | Promise<MetricsSnapshot>;
 
 // The runtime's default metrics are process-wide: one registry per process,
 // merged into every relay's exposition.
@@ -36,7 +41,8 @@ export function createMetricsHandler(
   source: MetricsSource,
 ): (request: Request) => Promise<Response> {
   const registry = new client.Registry();
-  const { stats } = source;
+  // Set before each exposition; the collect() callbacks below read it.
+  let current: MetricsSnapshot = { stats: new RelayStats(), connectedClients: 0 };
   const registers = [registry];
 
   new client.Gauge({
@@ -44,38 +50,48 @@ export function createMetricsHandler(
     help: "WebSocket clients connected right now.",
     registers,
     collect() {
-      this.set(source.connectedClients());
+      this.set(current.connectedClients);
+    },
+  });
+  new client.Gauge({
+    name: "relay_worker_connected_clients",
+    help: "WebSocket clients connected right now, per worker (with server.workers above 1).",
+    labelNames: ["worker"],
+    registers,
+    collect() {
+      this.reset();
+      current.workerClients?.forEach((count, worker) => this.set({ worker }, count));
     },
   });
   counter(
     registers,
     "websocket_connections_total",
     "WebSocket connections accepted.",
-    () => stats.connections,
+    () => current.stats.connections,
   );
   counter(
     registers,
     "websocket_messages_total",
     "Messages received and relayed.",
-    () => stats.messages,
+    () => current.stats.messages,
   );
   counter(
     registers,
     "websocket_deliveries_total",
     "Frames handed to client sockets.",
-    () => stats.deliveries,
+    () => current.stats.deliveries,
   );
   counter(
     registers,
     "websocket_bytes_received_total",
     "Payload bytes received from clients.",
-    () => stats.bytesReceived,
+    () => current.stats.bytesReceived,
   );
   counter(
     registers,
     "websocket_bytes_sent_total",
     "Payload bytes handed to client sockets.",
-    () => stats.bytesSent,
+    () => current.stats.bytesSent,
   );
   new client.Counter({
     name: "websocket_disconnections_total",
@@ -85,7 +101,7 @@ export function createMetricsHandler(
     collect() {
       this.reset();
       for (const reason of DISCONNECT_REASONS) {
-        this.inc({ reason }, stats.disconnections[reason]);
+        this.inc({ reason }, current.stats.disconnections[reason]);
       }
     },
   });
@@ -97,7 +113,7 @@ export function createMetricsHandler(
     collect() {
       this.reset();
       for (const reason of REJECT_REASONS) {
-        this.inc({ reason }, stats.rejected[reason]);
+        this.inc({ reason }, current.stats.rejected[reason]);
       }
     },
   });
@@ -109,10 +125,17 @@ export function createMetricsHandler(
   }).set({ version: VERSION }, 1);
 
   const merged = client.Registry.merge([registry, runtimeRegistry]);
-  return async () =>
-    new Response(await merged.metrics(), {
-      headers: { "content-type": merged.contentType },
-    });
+  const render = async () => {
+    current = await source();
+    return await merged.metrics();
+  };
+  // One exposition at a time, so a scrape never mixes two snapshots.
+  let last: Promise<unknown> = Promise.resolve();
+  return async () => {
+    const text = last.then(render, render);
+    last = text;
+    return new Response(await text, { headers: { "content-type": merged.contentType } });
+  };
 }
 
 function counter(

@@ -20,7 +20,7 @@ import { getLogger } from "@logtape/logtape";
 import { Client } from "./client.ts";
 import { type Config, durationMs } from "./config.ts";
 import { Hub } from "./hub.ts";
-import { createMetricsHandler } from "./metrics.ts";
+import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
 import type { RejectReason } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
@@ -51,10 +51,45 @@ export interface Relay extends AsyncDisposable {
 
 const log = getLogger(["relay", "server"]);
 
-/** Starts a relay as `config` describes; throws {@link RelayStartError} when it cannot. */
+/**
+ * Starts a relay as `config` describes; throws {@link RelayStartError} when
+ * it cannot. With `server.workers` above 1 the relay runs in that many
+ * workers sharing the port (see `cluster.ts`), and the returned `hub` is a
+ * publisher into all of them that has no clients of its own.
+ */
 export async function startRelay(config: Config): Promise<Relay> {
+  if (config.server.workers > 1) {
+    // Loaded only when asked for, so a single-worker relay runs none of it.
+    const { startCluster } = await import("./cluster.ts");
+    return await startCluster(config);
+  }
+  return await serveRelay(config);
+}
+
+/** How one isolate's relay fits into a cluster; {@link startRelay} needs none of it. */
+export interface ServeOptions {
+  /** The hub to serve; a worker passes one linked to its peers. */
+  hub?: Hub;
+  /** Share the port with other listeners (`SO_REUSEPORT`). @default false */
+  reusePort?: boolean;
+  /**
+   * Connections open across the whole relay, at index 0; shared memory in a
+   * cluster so `server.max_connections` holds for the sum of all workers.
+   */
+  connectionCount?: Int32Array;
+  /** Log listening and shutting down; a cluster logs them once for all workers. @default true */
+  logLifecycle?: boolean;
+}
+
+/** Serves a relay in this isolate: the WebSocket port, and metrics unless turned off. */
+export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
   const { server: serverConfig, websocket, metrics } = config;
-  const hub = new Hub({ echo: websocket.echo });
+  const {
+    hub = new Hub({ echo: websocket.echo }),
+    reusePort = false,
+    connectionCount = new Int32Array(1),
+    logLifecycle = true,
+  } = options;
   const stats = hub.stats;
   const connections = new Set<Client>();
   const allowedOrigins = new Set(serverConfig.allowed_origins.map((o) => o.toLowerCase()));
@@ -78,7 +113,8 @@ export async function startRelay(config: Config): Promise<Relay> {
       return reject(403, "origin", `Forbidden: origin ${origin} is not allowed`);
     }
     const limit = serverConfig.max_connections;
-    if (limit > 0 && connections.size >= limit) {
+    if (Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
+      Atomics.sub(connectionCount, 0, 1);
       return reject(503, "max_connections", "Service Unavailable: connection limit reached");
     }
     // The request is consumed by the upgrade: read what we need first.
@@ -88,6 +124,7 @@ export async function startRelay(config: Config): Promise<Relay> {
     try {
       upgraded = Deno.upgradeWebSocket(request, { idleTimeout: idleTimeoutSeconds });
     } catch (error) {
+      Atomics.sub(connectionCount, 0, 1);
       return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
     }
     const client = new Client(upgraded.socket, hub, {
@@ -96,7 +133,10 @@ export async function startRelay(config: Config): Promise<Relay> {
       remoteAddress: `${hostname}:${port}`,
     });
     connections.add(client);
-    client.closed.then(() => connections.delete(client));
+    client.closed.then(() => {
+      connections.delete(client);
+      Atomics.sub(connectionCount, 0, 1);
+    });
     return upgraded.response;
   };
 
@@ -124,24 +164,14 @@ export async function startRelay(config: Config): Promise<Relay> {
   const wsServer = listen("WebSocket", {
     hostname: serverConfig.host,
     port: serverConfig.port,
+    reusePort,
     ...tls,
   }, handler);
 
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (metrics.enabled) {
-    const expose = createMetricsHandler({ stats, connectedClients: () => hub.size });
     try {
-      metricsServer = listen(
-        "metrics",
-        {
-          hostname: metrics.host,
-          port: metrics.port,
-        },
-        (request) =>
-          new URL(request.url).pathname === metrics.path
-            ? expose(request)
-            : new Response("Not Found\n", { status: 404 }),
-      );
+      metricsServer = listenMetrics(metrics, () => ({ stats, connectedClients: hub.size }));
     } catch (error) {
       await wsServer.shutdown();
       await hub.shutdown();
@@ -149,21 +179,15 @@ export async function startRelay(config: Config): Promise<Relay> {
     }
   }
 
-  const scheme = tls ? "wss" : "ws";
-  const addr = wsServer.addr;
-  const url = `${scheme}://${formatHost(addr.hostname)}:${addr.port}/`;
-  log.info("relay {version} listening on {url}", { version: VERSION, url });
-  if (metricsServer) {
-    const { hostname, port } = metricsServer.addr;
-    log.info("metrics on {url}", { url: `http://${formatHost(hostname)}:${port}${metrics.path}` });
-  }
+  const url = relayUrl(wsServer.addr, tls !== undefined);
+  if (logLifecycle) announceListening(url, metricsServer?.addr, metrics.path);
 
   const shutdownTimeoutMs = durationMs(serverConfig.shutdown_timeout);
   let stopping: Promise<void> | undefined;
   const shutdown = () => {
     stopping ??= (async () => {
       draining = true;
-      log.info("shutting down: closing {count} clients", { count: hub.size });
+      if (logLifecycle) log.info("shutting down: closing {count} clients", { count: hub.size });
       await hub.shutdown();
       const stragglers = await waitForClose(connections, shutdownTimeoutMs);
       if (stragglers > 0) {
@@ -173,7 +197,7 @@ export async function startRelay(config: Config): Promise<Relay> {
         });
       }
       await Promise.all([wsServer.shutdown(), metricsServer?.shutdown()]);
-      log.info("shut down");
+      if (logLifecycle) log.info("shut down");
     })();
     return stopping;
   };
@@ -182,13 +206,47 @@ export async function startRelay(config: Config): Promise<Relay> {
     .then(() => {});
   return {
     hub,
-    addr,
+    addr: wsServer.addr,
     url,
     metricsAddr: metricsServer?.addr,
     shutdown,
     finished,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/** The `ws://` or `wss://` URL clients use for `addr`. */
+export function relayUrl(addr: Deno.NetAddr, tls: boolean): string {
+  return `${tls ? "wss" : "ws"}://${formatHost(addr.hostname)}:${addr.port}/`;
+}
+
+/** Logs where the relay listens: the line scripts and tests wait for. */
+export function announceListening(
+  url: string,
+  metricsAddr: Deno.NetAddr | undefined,
+  metricsPath: string,
+): void {
+  log.info("relay {version} listening on {url}", { version: VERSION, url });
+  if (metricsAddr) {
+    const { hostname, port } = metricsAddr;
+    log.info("metrics on {url}", { url: `http://${formatHost(hostname)}:${port}${metricsPath}` });
+  }
+}
+
+/** Serves `/metrics` from `source`; 404 for any other path. */
+export function listenMetrics(
+  metrics: Config["metrics"],
+  source: MetricsSource,
+): Deno.HttpServer<Deno.NetAddr> {
+  const expose = createMetricsHandler(source);
+  return listen(
+    "metrics",
+    { hostname: metrics.host, port: metrics.port },
+    (request) =>
+      new URL(request.url).pathname === metrics.path
+        ? expose(request)
+        : new Response("Not Found\n", { status: 404 }),
+  );
 }
 
 /** Resolves with how many connections were still open when the deadline passed. */

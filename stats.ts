@@ -43,6 +43,19 @@ export class RelayStats {
   readonly disconnections: Record<DisconnectReason, number> = zeroes(DISCONNECT_REASONS);
   /** Refused upgrades by reason. */
   readonly rejected: Record<RejectReason, number> = zeroes(REJECT_REASONS);
+
+  /** Adds `other`'s counts to these (a worker's snapshot arrives as a plain object). */
+  add(other: RelayStats): void {
+    this.connections += other.connections;
+    this.messages += other.messages;
+    this.deliveries += other.deliveries;
+    this.bytesReceived += other.bytesReceived;
+    this.bytesSent += other.bytesSent;
+    for (const reason of DISCONNECT_REASONS) {
+      this.disconnections[reason] += other.disconnections[reason];
+    }
+    for (const reason of REJECT_REASONS) this.rejected[reason] += other.rejected[reason];
+  }
 }
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {

@@ -11,7 +11,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { RELAY_PERMISSIONS } from "../permissions.ts";
+import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -76,7 +76,7 @@ export const QUICK: Scenario[] = [
 
 const SERVERS = {
   baseline: ["run", "--allow-net", `${ROOT}bench/baseline.ts`],
-  relay: ["run", ...RELAY_PERMISSIONS, `${ROOT}main.ts`],
+  relay: ["run", ...RELAY_RUNTIME_FLAGS, `${ROOT}main.ts`],
 } as const;
 /** Which server to start. */
 export type ServerName = keyof typeof SERVERS;

@@ -190,3 +190,19 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     });
   });
 }
+
+Deno.test("relay with server.workers: 2 runs under its runtime flags and exits 0 on SIGTERM", async () => {
+  await withConfig(LOOPBACK, async (dir) => {
+    const { relay, url } = await RelayProcess.start(["-config-file", `${dir}/config.yaml`], {
+      env: { RELAY_SERVER_WORKERS: "2" },
+    });
+    await using _ = relay;
+    await relay.waitFor(/serving with 2 workers/);
+    const client = await TestClient.open(url);
+    client.send("through a worker");
+    assert.equal(await client.next(), "through a worker");
+    relay.child.kill("SIGTERM");
+    assert.equal((await client.closed).code, 1001);
+    assert.equal(await relay.exit(), 0);
+  });
+});

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { RELAY_PERMISSIONS } from "../permissions.ts";
+import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -95,7 +95,7 @@ function command(
 ): Deno.Command {
   const { cwd, env = {}, stdout = "piped", stderr = "piped" } = options;
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...RELAY_PERMISSIONS, MAIN, ...args],
+    args: ["run", ...RELAY_RUNTIME_FLAGS, MAIN, ...args],
     cwd,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",

@@ -1,0 +1,51 @@
+/**
+ * The entry point of one worker of a cluster (`server.workers` above 1; see
+ * `cluster.ts`): serves the shared port with a hub linked to its peers and
+ * answers the main thread's start, stats and shutdown requests.
+ *
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
+import { Hub, type RelayMessage } from "./hub.ts";
+import { configureLogging } from "./log.ts";
+import { type Relay, serveRelay } from "./server.ts";
+
+let relay: Relay | undefined;
+
+const reply = (message: WorkerReply) => self.postMessage(message);
+
+self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
+  const { id } = request;
+  switch (request.type) {
+    case "start": {
+      const { config, peers, inbox, connectionCount } = request;
+      await configureLogging(config.log);
+      const hub = new Hub({ echo: config.websocket.echo, link: meshLink(peers) });
+      const deliver = ({ data }: MessageEvent<RelayMessage[]>) => hub.deliver(data);
+      for (const port of [...peers, inbox]) port.onmessage = deliver;
+      try {
+        relay = await serveRelay(config, {
+          hub,
+          reusePort: true,
+          connectionCount,
+          logLifecycle: false,
+        });
+        return reply({ id, type: "listening", addr: relay.addr });
+      } catch (error) {
+        for (const port of [...peers, inbox]) port.close();
+        await hub.shutdown();
+        return reply({ id, type: "failed", message: (error as Error).message });
+      }
+    }
+    case "stats":
+      return reply({
+        id,
+        type: "stats",
+        snapshot: { stats: relay!.hub.stats, connectedClients: relay!.hub.size },
+      });
+    case "shutdown":
+      await relay?.shutdown();
+      return reply({ id, type: "stopped" });
+  }
+};

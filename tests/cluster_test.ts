@@ -1,0 +1,114 @@
+import assert from "node:assert/strict";
+import { type Relay, RelayStartError, startRelay } from "../server.ts";
+import { type Samples, scrape, startTestRelay, TestClient, testConfig } from "./helpers.ts";
+
+/**
+ * Opens a client and resolves once its worker has registered it: it sends a
+ * probe and waits for the echo (other clients' probes are skipped).
+ */
+async function join(relay: Relay, path = "/"): Promise<TestClient> {
+  const client = await TestClient.open(new URL(path, relay.url).href);
+  const probe = `probe ${crypto.randomUUID()}`;
+  client.send(probe);
+  while (await client.next() !== probe);
+  return client;
+}
+
+/** Clients per worker from a scrape, in worker order. */
+function perWorker(samples: Samples): number[] {
+  return [...samples].filter(([name]) => name.startsWith("relay_worker_connected_clients{"))
+    .map(([, value]) => value);
+}
+
+/** Joins clients until every worker has at least one (the kernel picks the worker). */
+async function joinAcrossWorkers(relay: Relay, min: number): Promise<TestClient[]> {
+  const clients = [];
+  while (clients.length < min || perWorker(await scrape(relay)).some((n) => n === 0)) {
+    clients.push(await join(relay));
+  }
+  return clients;
+}
+
+/** The next `count` messages, skipping probes. */
+async function collect(client: TestClient, count: number): Promise<(string | ArrayBuffer)[]> {
+  const seen = [];
+  while (seen.length < count) {
+    const message = await client.next();
+    if (typeof message === "string" && message.startsWith("probe ")) continue;
+    seen.push(message);
+  }
+  return seen;
+}
+
+Deno.test("cluster: a message sent to one worker reaches every client on every worker", async () => {
+  await using relay = await startTestRelay({ server: { workers: 2 } });
+  const clients = await joinAcrossWorkers(relay, 6);
+  const workers = perWorker(await scrape(relay));
+  assert.equal(workers.length, 2);
+  assert.ok(workers.every((n) => n > 0), `clients on both workers: ${workers}`);
+  clients.forEach((client, i) => {
+    client.send(`text ${i}`);
+    client.send(new Uint8Array([i, 255 - i]));
+  });
+  for (const client of clients) {
+    const got = await collect(client, clients.length * 2);
+    // Per sender: text then binary, in order, bytes intact after the transfer.
+    clients.forEach((_, i) => {
+      const mine = got.filter((m) =>
+        m === `text ${i}` || (m instanceof ArrayBuffer && new Uint8Array(m)[0] === i)
+      );
+      assert.equal(mine[0], `text ${i}`);
+      assert.deepEqual([...new Uint8Array(mine[1] as ArrayBuffer)], [i, 255 - i]);
+    });
+    assert.equal(client.pending, 0);
+  }
+  const samples = await scrape(relay);
+  assert.equal(samples.get("websocket_connected_clients"), clients.length);
+  // Counted once, where they arrived: each client's probe, text and binary.
+  assert.equal(samples.get("websocket_messages_total"), clients.length * 3);
+  await Promise.all(clients.map((c) => c.close()));
+});
+
+Deno.test("cluster: hub.broadcast() from the main thread and path rooms span workers", async () => {
+  await using relay = await startTestRelay({
+    server: { workers: 2 },
+    websocket: { rooms: "path" },
+  });
+  const inRoom = [];
+  while (inRoom.length < 6 || perWorker(await scrape(relay)).some((n) => n === 0)) {
+    inRoom.push(await join(relay, "/runs/1/stream"));
+  }
+  const outside = await join(relay, "/runs/2/stream");
+  relay.hub.broadcast("run 1 done", { room: "/runs/1/stream" });
+  relay.hub.broadcast(new Uint8Array([7]).buffer, { room: "/runs/2/stream" });
+  for (const client of inRoom) assert.deepEqual(await collect(client, 1), ["run 1 done"]);
+  assert.deepEqual([...new Uint8Array((await collect(outside, 1))[0] as ArrayBuffer)], [7]);
+  await Promise.all([...inRoom, outside].map((c) => c.close()));
+});
+
+Deno.test("cluster: max_connections holds for the sum of all workers", async () => {
+  await using relay = await startTestRelay({ server: { workers: 2, max_connections: 3 } });
+  const clients = await Promise.all([1, 2, 3].map(() => join(relay)));
+  await assert.rejects(TestClient.open(relay.url));
+  const samples = await scrape(relay);
+  assert.equal(samples.get('websocket_rejected_connections_total{reason="max_connections"}'), 1);
+  await clients[0].close();
+  // The slot is free once the close is complete on the server; a new client then fits.
+  let replacement: TestClient | undefined;
+  while (!replacement) replacement = await join(relay).catch(() => undefined);
+  await Promise.all([...clients.slice(1), replacement].map((c) => c.close()));
+});
+
+Deno.test("cluster: shutdown closes every client on every worker with 1001", async () => {
+  const relay = await startTestRelay({ server: { workers: 2 } });
+  const clients = await joinAcrossWorkers(relay, 4);
+  await relay.shutdown();
+  await relay.finished;
+  for (const client of clients) assert.equal((await client.closed).code, 1001);
+});
+
+Deno.test("cluster: a port in use fails the start with RelayStartError", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const config = testConfig({ server: { workers: 2, port: taken.addr.port } });
+  await assert.rejects(startRelay(config), RelayStartError);
+});
