@@ -1,20 +1,36 @@
 /**
- * One WebSocket connection: its socket, id, room, outbound byte budget, and
- * the one way it is closed by the server. A client never touches other
- * clients; what it receives goes to its {@link ClientHost} (the hub).
+ * One WebSocket connection: its socket, id, room or channels, outbound byte
+ * budget, rate limit, token expiry, and the one way it is closed by the
+ * server. In `json` mode it parses each frame into a command (see
+ * `protocol.ts`) and answers the malformed ones itself. A client never
+ * touches other clients; what it receives goes to its {@link ClientHost}
+ * (the hub).
  *
  * @module
  */
+import type { ChannelPatterns } from "./auth.ts";
+import {
+  type Command,
+  encodeError,
+  encodePong,
+  parseCommand,
+  type ProtocolError,
+  type ProtocolErrorCode,
+} from "./protocol.ts";
 import type { DisconnectReason } from "./stats.ts";
 
 /** What a client reports to; the hub implements it. */
 export interface ClientHost {
-  /** The socket opened: add the client to its room. */
+  /** The socket opened: add the client (to its room, in `raw` mode). */
   register(client: Client): void;
   /** The socket closed: remove the client, counted under `reason`. */
   unregister(client: Client, reason: DisconnectReason): void;
-  /** A frame arrived from the client; `bytes` is its payload size. */
+  /** A `raw` frame arrived from the client; `bytes` is its payload size. */
   receive(client: Client, data: string | ArrayBuffer, bytes: number): void;
+  /** A `json` subscribe, unsubscribe or publish the client may make. */
+  command(client: Client, command: Exclude<Command, { type: "ping" }>, bytes: number): void;
+  /** A frame was refused with `code` (answered by the client in `json` mode). */
+  refused(code: ProtocolErrorCode): void;
 }
 
 /** Options for a {@link Client}. */
@@ -31,6 +47,14 @@ export interface ClientOptions {
   sendBufferBytes?: number;
   /** Largest frame accepted from the client; larger closes with 1009. @default 1048576 */
   maxMessageBytes?: number;
+  /** `raw` relays frames untouched; `json` speaks the channel protocol. @default "raw" */
+  protocol?: "raw" | "json";
+  /** Frames per second the client may send, with bursts; `undefined`: no limit. */
+  rateLimit?: { perSecond: number; burst: number };
+  /** When the client's token expires (ms since the epoch); it is closed with 4001 then. */
+  expiresAt?: number;
+  /** The channels it may use (from its token); `undefined`: all. */
+  channels?: ChannelPatterns;
 }
 
 /** Close codes the relay sends (RFC 6455 section 7.4.1 and the IANA registry). */
@@ -39,8 +63,12 @@ export const CloseCode = {
   GOING_AWAY: 1001,
   /** Message Too Big: a frame exceeded `max_message_bytes`. */
   MESSAGE_TOO_BIG: 1009,
+  /** Policy Violation: over the rate limit in `raw` mode. */
+  POLICY_VIOLATION: 1008,
   /** Try Again Later: the client fell behind by more than its send budget. */
   TRY_AGAIN_LATER: 1013,
+  /** The client's token expired while it was connected. */
+  TOKEN_EXPIRED: 4001,
 } as const;
 
 /** The reason text Deno puts on the close event when a ping went unanswered. */
@@ -55,8 +83,12 @@ let lastId = 0;
 export class Client {
   /** Unique within this process. */
   readonly id: string = (++lastId).toString(36);
-  /** The room this client belongs to. */
+  /** The room this client belongs to in `raw` mode. */
   readonly room: string;
+  /** The channels the client is in; only the hub changes this. */
+  readonly channels: Set<string> = new Set();
+  /** Whether the client speaks the `json` channel protocol. */
+  readonly json: boolean;
   /** The peer's address. */
   readonly remoteAddress: string;
   /** When the upgrade was accepted, in ms since the epoch. */
@@ -67,6 +99,9 @@ export class Client {
   readonly #host: ClientHost;
   readonly #sendBufferBytes: number;
   readonly #maxMessageBytes: number;
+  readonly #allowed: ChannelPatterns | undefined;
+  readonly #bucket: TokenBucket | undefined;
+  #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #closeReason: DisconnectReason | undefined;
   #failed = false;
   /** Open and not yet closed by either side; tracked here to keep `send` cheap. */
@@ -81,8 +116,20 @@ export class Client {
       remoteAddress = "",
       sendBufferBytes = 4_194_304,
       maxMessageBytes = 1_048_576,
+      protocol = "raw",
+      rateLimit,
+      expiresAt,
+      channels,
     } = options;
     this.room = room;
+    this.json = protocol === "json";
+    this.#allowed = channels;
+    this.#bucket = rateLimit && new TokenBucket(rateLimit.perSecond, rateLimit.burst);
+    if (expiresAt !== undefined) {
+      this.#expiryTimer = setTimeout(() => {
+        this.close(CloseCode.TOKEN_EXPIRED, "token_expired", "token expired");
+      }, Math.max(0, expiresAt - Date.now()));
+    }
     this.remoteAddress = remoteAddress;
     this.#socket = socket;
     this.#host = host;
@@ -150,8 +197,16 @@ export class Client {
         return;
       case "close":
         this.#open = false;
+        clearTimeout(this.#expiryTimer);
         this.#host.unregister(this, this.#reasonFor(event as CloseEvent));
         this.#resolveClosed();
+    }
+  }
+
+  /** Sends a reply of the channel protocol, under the same budget as any frame. */
+  reply(text: string): void {
+    if (this.send(text, utf8Length(text)) === "over_budget") {
+      this.close(CloseCode.TRY_AGAIN_LATER, "slow_consumer", "send buffer full");
     }
   }
 
@@ -161,13 +216,71 @@ export class Client {
       this.close(CloseCode.MESSAGE_TOO_BIG, "too_large", "message too big");
       return;
     }
-    this.#host.receive(this, data, bytes);
+    if (this.#bucket !== undefined && !this.#bucket.take()) {
+      if (!this.json) {
+        this.close(CloseCode.POLICY_VIOLATION, "rate_limited", "rate limit exceeded");
+        return;
+      }
+      return this.#refuse({ type: "error", code: "rate_limited", message: "rate limit exceeded" });
+    }
+    if (!this.json) return this.#host.receive(this, data, bytes);
+    if (typeof data !== "string") {
+      return this.#refuse({
+        type: "error",
+        code: "binary_unsupported",
+        message: "binary frames are not part of the json protocol; send JSON text",
+      });
+    }
+    const command = parseCommand(data);
+    if (command.type === "error") return this.#refuse(command);
+    if (command.type === "ping") return this.reply(encodePong(command.id));
+    if (command.type !== "unsubscribe" && !(this.#allowed?.allows(command.channel) ?? true)) {
+      return this.#refuse({
+        type: "error",
+        code: "forbidden",
+        message: `your token does not allow channel ${command.channel}`,
+        id: command.id,
+      });
+    }
+    this.#host.command(this, command, bytes);
+  }
+
+  #refuse(error: ProtocolError): void {
+    this.#host.refused(error.code);
+    if (this.json) this.reply(encodeError(error));
   }
 
   #reasonFor(event: CloseEvent): DisconnectReason {
     if (this.#closeReason !== undefined) return this.#closeReason;
     if (event.reason === DENO_IDLE_TIMEOUT_REASON) return "idle_timeout";
     return this.#failed ? "error" : "client_close";
+  }
+}
+
+/**
+ * A token bucket: `burst` frames at once, refilled at `perSecond`. Refilled
+ * lazily on each take, so an idle client costs nothing.
+ */
+class TokenBucket {
+  readonly #perMs: number;
+  readonly #burst: number;
+  #tokens: number;
+  #last = performance.now();
+
+  constructor(perSecond: number, burst: number) {
+    this.#perMs = perSecond / 1000;
+    this.#burst = burst;
+    this.#tokens = burst;
+  }
+
+  /** Takes a token if there is one. */
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + (now - this.#last) * this.#perMs);
+    this.#last = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens--;
+    return true;
   }
 }
 

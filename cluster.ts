@@ -16,6 +16,7 @@ import { Hub, type HubLink, type RelayMessage } from "./hub.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
 import {
   announceListening,
+  hubOptions,
   listenMetrics,
   type Relay,
   RelayStartError,
@@ -30,8 +31,12 @@ export type WorkerRequest =
     | {
       type: "start";
       config: Config;
-      /** One port to each other worker: both ways. */
-      peers: MessagePort[];
+      /** This worker's index. */
+      index: number;
+      /** `peers[j]` reaches worker `j`, both ways; none for this worker. */
+      peers: (MessagePort | undefined)[];
+      /** The run's history epoch, shared by all hubs. */
+      epoch: string;
       /** Messages published from this thread's hub. */
       inbox: MessagePort;
       /** Open connections across all workers, at index 0. */
@@ -54,17 +59,24 @@ export type WorkerReply =
 const log = getLogger(["relay", "cluster"]);
 
 /**
- * The link that joins a hub to its peers: one `postMessage` per batch per
- * peer. The last peer gets the client buffers transferred, the others a
- * copy (structured clone), since a buffer can be moved only once; with two
- * workers nothing is copied.
+ * The link that joins hub `index` to the workers' hubs through `ports`
+ * (`ports[j]` reaches worker `j`; none for itself): one `postMessage` per
+ * batch per peer. The last peer gets the client buffers transferred, the
+ * others a copy (structured clone), since a buffer can be moved only once;
+ * with two workers nothing is copied.
  */
-export function meshLink(peers: MessagePort[]): HubLink {
+export function meshLink(index: number, ports: (MessagePort | undefined)[]): HubLink {
+  const peers = ports.filter((port) => port !== undefined);
   const last = peers.length - 1;
   return {
+    index,
+    count: ports.length,
     forward(messages: RelayMessage[], transferable: ArrayBuffer[]) {
       for (let i = 0; i < last; i++) peers[i].postMessage(messages);
       peers[last].postMessage(messages, transferable);
+    },
+    sendTo(to: number, messages: RelayMessage[]) {
+      ports[to]!.postMessage(messages);
     },
   };
 }
@@ -73,18 +85,22 @@ export function meshLink(peers: MessagePort[]): HubLink {
 export async function startCluster(config: Config): Promise<Relay> {
   const count = config.server.workers;
   const connectionCount = new Int32Array(new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT));
-  const peers: MessagePort[][] = Array.from({ length: count }, () => []);
+  const peers: (MessagePort | undefined)[][] = Array.from(
+    { length: count },
+    () => new Array(count).fill(undefined),
+  );
   for (let i = 0; i < count; i++) {
     for (let j = i + 1; j < count; j++) {
       const { port1, port2 } = new MessageChannel();
-      peers[i].push(port1);
-      peers[j].push(port2);
+      peers[i][j] = port1;
+      peers[j][i] = port2;
     }
   }
   const inboxes = Array.from({ length: count }, () => new MessageChannel());
   const hub = new Hub({
-    echo: config.websocket.echo,
-    link: meshLink(inboxes.map((channel) => channel.port1)),
+    ...hubOptions(config),
+    // Index `count`: this hub publishes into the workers and never sequences a channel.
+    link: meshLink(count, inboxes.map((channel) => channel.port1)),
   });
 
   const workers: RelayWorker[] = [];
@@ -107,10 +123,13 @@ export async function startCluster(config: Config): Promise<Relay> {
           server: { ...config.server, port: addr?.port ?? config.server.port },
           metrics: { ...config.metrics, enabled: false },
         },
+        index: i,
+        // One epoch for the run: every worker's replica of a history agrees on it.
+        epoch: hub.epoch,
         peers: peers[i],
         inbox: inboxes[i].port2,
         connectionCount,
-      }, [...peers[i], inboxes[i].port2]);
+      }, [...peers[i].filter((port) => port !== undefined), inboxes[i].port2]);
       if (reply.type === "failed") throw new RelayStartError(reply.message);
       if (reply.type === "listening") addr ??= reply.addr;
     }

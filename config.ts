@@ -58,6 +58,7 @@ const serverSchema = z.strictObject({
   max_connections: intIn(0, MAX_INT, " (0: no limit)").default(0),
   shutdown_timeout: duration().default("10s"),
   workers: intIn(1, 1024).default(1),
+  serve_example: bool().default(false),
 });
 
 const websocketSchema = z.strictObject({
@@ -67,6 +68,48 @@ const websocketSchema = z.strictObject({
   echo: bool().default(true),
   rooms: z.enum(["none", "path"], { error: "expected none or path" })
     .default("none"),
+  protocol: z.enum(["raw", "json"], { error: "expected raw or json" })
+    .default("raw"),
+  rate_limit: z.strictObject({
+    messages_per_second: z.number({ error: "expected a number of messages per second" })
+      .min(0, { error: "expected 0 (off) or more" }).default(0),
+    burst: intIn(0, MAX_INT, " (0: messages_per_second)").default(0),
+  }).prefault({}),
+});
+
+const channelsSchema = z.strictObject({
+  history_size: intIn(0, 1_000_000, " (0: no history)").default(100),
+  history_ttl: duration().default("5m"),
+});
+
+const JWT_ALGORITHMS = ["HS256", "RS256", "ES256"] as const;
+
+const authSchema = z.strictObject({
+  mode: z.enum(["none", "api_key", "jwt"], { error: "expected none, api_key or jwt" })
+    .default("none"),
+  api_keys: z.array(text(), { error: "expected a list of keys" }).default([]),
+  publish_keys: z.array(text(), { error: "expected a list of keys" }).default([]),
+  jwt: z.strictObject({
+    algorithm: z.enum(JWT_ALGORITHMS, { error: `expected one of ${JWT_ALGORITHMS.join(", ")}` })
+      .default("HS256"),
+    secret: text().default(""),
+    public_key_file: text().default(""),
+    issuer: text().default(""),
+    audience: text().default(""),
+  }).prefault({}),
+}).superRefine((auth, ctx) => {
+  const need = (path: (string | number)[], message: string) =>
+    ctx.addIssue({ code: "custom", path, message });
+  if (auth.mode === "api_key" && auth.api_keys.length === 0) {
+    need(["api_keys"], "required when auth.mode is api_key");
+  }
+  if (auth.mode !== "jwt") return;
+  if (auth.jwt.algorithm === "HS256" && auth.jwt.secret === "") {
+    need(["jwt", "secret"], "required when auth.mode is jwt with HS256");
+  }
+  if (auth.jwt.algorithm !== "HS256" && auth.jwt.public_key_file === "") {
+    need(["jwt", "public_key_file"], `required when auth.mode is jwt with ${auth.jwt.algorithm}`);
+  }
 });
 
 const metricsSchema = z.strictObject({
@@ -98,6 +141,8 @@ const logSchema = z.strictObject({
 const configSchema = z.strictObject({
   server: serverSchema.prefault({}),
   websocket: websocketSchema.prefault({}),
+  channels: channelsSchema.prefault({}),
+  auth: authSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   log: logSchema.prefault({}),
 });
@@ -187,7 +232,7 @@ export function parseConfig(
     throw new ConfigError(
       `${
         where(doc.contents?.range?.[0])
-      }: expected a mapping of sections (server, websocket, metrics, log)`,
+      }: expected a mapping of sections (server, websocket, channels, auth, metrics, log)`,
     );
   }
   const fromEnv = applyEnv(raw as Record<string, unknown>, env);

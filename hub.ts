@@ -1,10 +1,16 @@
 /**
- * The hub: the only owner of rooms and their clients. Register, unregister
- * and broadcast go through one ordered queue drained by {@link Hub.run}, so a
- * client registered before a message is queued receives it and one that is
- * gone does not. Fan-out hands the same `string | ArrayBuffer` to every
- * socket; a client over its send budget is closed with 1013 rather than
- * allowed to hold the broadcast or the server's memory hostage.
+ * The hub: the only owner of channels and their clients. Register,
+ * unregister, subscribe, publish and broadcast go through one ordered queue
+ * drained by {@link Hub.run}, so a client registered (or subscribed) before
+ * a message is queued receives it and one that is gone does not. Fan-out
+ * hands the same `string | ArrayBuffer` to every socket; a client over its
+ * send budget is closed with 1013 rather than allowed to hold the broadcast
+ * or the server's memory hostage.
+ *
+ * In `raw` mode a client is in exactly one channel, its room (`""`, or its
+ * path with `rooms: path`), and frames are relayed untouched. In `json` mode
+ * clients subscribe to channels; each message gets the channel's next `seq`
+ * and is kept in the channel's {@link History} for clients that reconnect.
  *
  * @example
  * ```ts
@@ -18,6 +24,14 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Client, type ClientHost, CloseCode, utf8Length } from "./client.ts";
+import { History } from "./history.ts";
+import {
+  type Command,
+  encodeMessage,
+  encodeSubscribed,
+  encodeUnsubscribed,
+  type ProtocolErrorCode,
+} from "./protocol.ts";
 import { AsyncQueue } from "./queue.ts";
 import { type DisconnectReason, RelayStats } from "./stats.ts";
 
@@ -25,31 +39,16 @@ import { type DisconnectReason, RelayStats } from "./stats.ts";
 export interface HubOptions {
   /** Whether a sender receives its own messages, as with the Go relay. @default true */
   echo?: boolean;
+  /** `raw` relays frames untouched; `json` wraps messages in envelopes with a seq. @default "raw" */
+  protocol?: "raw" | "json";
+  /** Messages kept per channel for recovery (`json` mode). @default 100 */
+  historySize?: number;
+  /** How long a message stays in history, in ms. @default 300000 */
+  historyTtlMs?: number;
+  /** Identifies this run of the channels' histories; a client from another run cannot recover. */
+  epoch?: string;
   /** Where this hub forwards what it accepts, for the hubs of other workers. */
   link?: HubLink;
-}
-
-/** A message as it crosses from one hub to another. */
-export interface RelayMessage {
-  room: string;
-  data: string | ArrayBuffer;
-  bytes: number;
-}
-
-/**
- * Joins a hub to other hubs. After each batch the hub hands it, in order,
- * every message that originated here (from its clients or
- * {@link Hub.broadcast}); messages that arrived through
- * {@link Hub.deliver} are never forwarded again. Local sockets have copied
- * the bytes by then, so an `ArrayBuffer` may be transferred.
- */
-export interface HubLink {
-  /**
-   * `transferable` lists the buffers of `messages` that arrived from clients
-   * and nothing else holds; buffers an embedding program passed to
-   * {@link Hub.broadcast} are its own and must be copied.
-   */
-  forward(messages: RelayMessage[], transferable: ArrayBuffer[]): void;
 }
 
 /** Options for {@link Hub.broadcast}. */
@@ -65,6 +64,48 @@ export interface ClientEventDetail {
   reason?: DisconnectReason;
 }
 
+/**
+ * A message as it crosses from one hub to another: a frame to deliver in
+ * `room` (a channel), or, with `request`, a `json` publish whose `data` is
+ * the payload's JSON text for the channel's sequencing hub to number.
+ */
+export interface RelayMessage {
+  room: string;
+  data: string | ArrayBuffer;
+  bytes: number;
+  /** The frame's seq in its channel (`json` mode). */
+  seq?: number;
+  /** When the frame was accepted, ms since the epoch (`json` mode). */
+  time?: number;
+  /** A publish for the sequencing hub to number and send on. */
+  request?: boolean;
+  /** The hub that accepted it and its sending client, skipped there when echo is off. */
+  origin?: number;
+  sender?: string;
+}
+
+/**
+ * Joins a hub to other hubs. After each batch the hub hands it, in order,
+ * every message that originated here (from its clients or
+ * {@link Hub.broadcast}); messages that arrived through
+ * {@link Hub.deliver} are never forwarded again. Local sockets have copied
+ * the bytes by then, so an `ArrayBuffer` may be transferred.
+ */
+export interface HubLink {
+  /** This hub's index among the linked hubs; the others are `0..count-1` without it. */
+  readonly index: number;
+  /** How many hubs sequence channels (workers); `json` channels are spread over them. */
+  readonly count: number;
+  /**
+   * `transferable` lists the buffers of `messages` that arrived from clients
+   * and nothing else holds; buffers an embedding program passed to
+   * {@link Hub.broadcast} are its own and must be copied.
+   */
+  forward(messages: RelayMessage[], transferable: ArrayBuffer[]): void;
+  /** Sends `json` publishes to the hub that sequences their channel. */
+  sendTo(index: number, messages: RelayMessage[]): void;
+}
+
 type HubEvent =
   | { kind: "register"; client: Client }
   | { kind: "unregister"; client: Client; reason: DisconnectReason }
@@ -74,45 +115,80 @@ type HubEvent =
     room: string;
     data: string | ArrayBuffer;
     bytes: number;
+    done?: (delivered: number) => void;
   }
+  | { kind: "command"; client: Client; command: Exclude<Command, { type: "ping" }> }
+  | { kind: "publish"; channel: string; data: string; done: (delivered: number) => void }
   | { kind: "remote"; messages: RelayMessage[] }
   | { kind: "shutdown"; done: () => void };
+
+/** A channel's members, and in `json` mode its sequence and history. */
+interface Channel {
+  readonly members: Set<Client>;
+  lastSeq: number;
+  readonly history: History | undefined;
+}
 
 const log = getLogger(["relay", "hub"]);
 
 /**
- * Rooms, clients and fan-out. Dispatches `connect` and `disconnect` events
- * (`CustomEvent<ClientEventDetail>`) as clients come and go.
+ * Channels, clients and fan-out. Dispatches `connect` and `disconnect`
+ * events (`CustomEvent<ClientEventDetail>`) as clients come and go.
  */
 export class Hub extends EventTarget implements ClientHost {
   /** The counters this hub adds to. */
   readonly stats: RelayStats = new RelayStats();
   /** Resolves when {@link run} has returned after {@link shutdown}. */
   readonly finished: Promise<void>;
+  /** Identifies this run of the channels' histories. */
+  readonly epoch: string;
   readonly #echo: boolean;
+  readonly #json: boolean;
+  readonly #historySize: number;
+  readonly #historyTtlMs: number;
   readonly #link: HubLink | undefined;
-  /** Messages of the current batch to hand to {@link #link}. */
+  readonly #clients = new Set<Client>();
+  readonly #channels = new Map<string, Channel>();
+  readonly #queue = new AsyncQueue<HubEvent>();
+  readonly #sweeper: ReturnType<typeof setInterval> | undefined;
+  /** Messages of the current batch for {@link #link}. */
   #outbox: RelayMessage[] = [];
   #transferable: ArrayBuffer[] = [];
-  readonly #rooms = new Map<string, Set<Client>>();
-  readonly #queue = new AsyncQueue<HubEvent>();
-  #size = 0;
+  /** `json` publishes of the current batch for other sequencing hubs, by index. */
+  #requests = new Map<number, RelayMessage[]>();
   #shuttingDown = false;
 
   constructor(options: HubOptions = {}) {
     super();
-    const { echo = true, link } = options;
+    const {
+      echo = true,
+      protocol = "raw",
+      historySize = 100,
+      historyTtlMs = 300_000,
+      epoch = crypto.randomUUID().slice(0, 8),
+      link,
+    } = options;
     this.#echo = echo;
+    this.#json = protocol === "json";
+    this.#historySize = historySize;
+    this.#historyTtlMs = historyTtlMs;
+    this.epoch = epoch;
     this.#link = link;
+    if (this.#json && historySize > 0) {
+      // Expired history goes even from channels nobody publishes to any more.
+      const sweeper = setInterval(() => this.#sweep(), Math.min(historyTtlMs, 60_000));
+      Deno.unrefTimer(sweeper);
+      this.#sweeper = sweeper;
+    }
     this.finished = this.run();
   }
 
-  /** Clients registered right now, across all rooms. */
+  /** Clients registered right now. */
   get size(): number {
-    return this.#size;
+    return this.#clients.size;
   }
 
-  /** Queues `client` to join its room. */
+  /** Queues `client` to join (its room, in `raw` mode). */
   register(client: Client): void {
     this.#push({ kind: "register", client });
   }
@@ -122,13 +198,24 @@ export class Hub extends EventTarget implements ClientHost {
     this.#push({ kind: "unregister", client, reason });
   }
 
-  /** Queues a frame that `client` sent, for everyone in its room. */
+  /** Queues a `raw` frame that `client` sent, for everyone in its room. */
   receive(client: Client, data: string | ArrayBuffer, bytes: number): void {
     this.stats.bytesReceived += bytes;
     this.#push({ kind: "broadcast", from: client, room: client.room, data, bytes });
   }
 
-  /** Queues `data` for every client in a room, as if a client had sent it. */
+  /** Queues a `json` subscribe, unsubscribe or publish from `client`. */
+  command(client: Client, command: Exclude<Command, { type: "ping" }>, bytes: number): void {
+    this.stats.bytesReceived += bytes;
+    this.#push({ kind: "command", client, command });
+  }
+
+  /** Counts a frame refused with `code`. */
+  refused(code: ProtocolErrorCode): void {
+    this.stats.refused[code]++;
+  }
+
+  /** Queues a frame for every client in a room, untouched, as if a client had sent it. */
   broadcast(data: string | ArrayBuffer, options: BroadcastOptions = {}): void {
     const { room = "" } = options;
     const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
@@ -136,9 +223,37 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /**
+   * Publishes `data` on `channel` from the server and resolves with the
+   * number of this hub's clients it was handed to. In `json` mode it goes
+   * out as a `message` envelope with the channel's next seq; in `raw` mode a
+   * string goes out as it is and anything else as JSON text, to the room
+   * named `channel` (`""` is everyone with `rooms: none`).
+   */
+  publish(channel: string, data: unknown): Promise<number> {
+    const { promise, resolve } = Promise.withResolvers<number>();
+    if (this.#json) {
+      this.#push({ kind: "publish", channel, data: JSON.stringify(data), done: resolve });
+    } else {
+      const frame = typeof data === "string" ? data : JSON.stringify(data);
+      const bytes = utf8Length(frame);
+      this.#push({
+        kind: "broadcast",
+        from: undefined,
+        room: channel,
+        data: frame,
+        bytes,
+        done: resolve,
+      });
+    }
+    // After shutdown nothing is delivered.
+    if (this.#queue.closed) resolve(0);
+    return promise;
+  }
+
+  /**
    * Queues messages another hub accepted, for this hub's clients only: they
    * are neither counted as messages here (their origin counted them) nor
-   * forwarded again.
+   * forwarded again, except `json` publishes this hub sequences.
    */
   deliver(messages: RelayMessage[]): void {
     this.#push({ kind: "remote", messages });
@@ -159,48 +274,45 @@ export class Hub extends EventTarget implements ClientHost {
   /** The hub's loop: drains the queue in batches until {@link shutdown}. */
   async run(): Promise<void> {
     for await (const batch of this.#queue) {
-      for (const event of batch) {
-        switch (event.kind) {
-          case "broadcast":
-            this.stats.messages++;
-            this.#fanOut(event.from, event.room, event.data, event.bytes);
-            if (this.#link !== undefined) {
-              const { room, data, bytes } = event;
-              this.#outbox.push({ room, data, bytes });
-              if (event.from !== undefined && typeof data !== "string") {
-                this.#transferable.push(data);
-              }
-            }
-            break;
-          case "remote":
-            for (const { room, data, bytes } of event.messages) {
-              this.#fanOut(undefined, room, data, bytes);
-            }
-            break;
-          case "register":
-            this.#add(event.client);
-            break;
-          case "unregister":
-            this.#remove(event.client, event.reason);
-            break;
-          case "shutdown":
-            this.#shuttingDown = true;
-            for (const members of [...this.#rooms.values()]) {
-              for (const client of members) this.#close(client, "shutdown");
-            }
-            event.done();
-        }
-      }
-      if (this.#outbox.length > 0) {
-        this.#link!.forward(this.#outbox, this.#transferable);
-        this.#outbox = [];
-        this.#transferable = [];
-      }
+      for (const event of batch) this.#handle(event);
+      this.#flush();
     }
+    clearInterval(this.#sweeper);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
+  }
+
+  #handle(event: HubEvent): void {
+    switch (event.kind) {
+      case "broadcast": {
+        this.stats.messages++;
+        const { from, room, data, bytes } = event;
+        const delivered = this.#fanOut(room, data, bytes, this.#echo ? undefined : from?.id);
+        event.done?.(delivered);
+        if (this.#link !== undefined) {
+          this.#outbox.push({ room, data, bytes });
+          if (from !== undefined && typeof data !== "string") this.#transferable.push(data);
+        }
+        return;
+      }
+      case "command":
+        return this.#command(event.client, event.command);
+      case "publish":
+        return event.done(this.#publishJson(event.channel, event.data));
+      case "remote":
+        for (const message of event.messages) this.#remote(message);
+        return;
+      case "register":
+        return this.#add(event.client);
+      case "unregister":
+        return this.#remove(event.client, event.reason);
+      case "shutdown":
+        this.#shuttingDown = true;
+        for (const client of this.#clients) this.#close(client, "shutdown");
+        event.done();
+    }
   }
 
   #push(event: HubEvent): void {
@@ -208,35 +320,173 @@ export class Hub extends EventTarget implements ClientHost {
     if (!this.#queue.closed) this.#queue.push(event);
   }
 
-  #fanOut(
-    from: Client | undefined,
-    room: string,
-    data: string | ArrayBuffer,
-    bytes: number,
-  ): void {
-    const stats = this.stats;
-    const members = this.#rooms.get(room);
-    if (members === undefined) return;
-    const skip = this.#echo ? undefined : from;
+  /** Hands the batch's messages to the link: one call per batch, not per message. */
+  #flush(): void {
+    if (this.#outbox.length > 0) {
+      this.#link!.forward(this.#outbox, this.#transferable);
+      this.#outbox = [];
+      this.#transferable = [];
+    }
+    if (this.#requests.size > 0) {
+      for (const [index, messages] of this.#requests) this.#link!.sendTo(index, messages);
+      this.#requests = new Map();
+    }
+  }
+
+  #command(client: Client, command: Exclude<Command, { type: "ping" }>): void {
+    if (!this.#clients.has(client)) return;
+    switch (command.type) {
+      case "subscribe":
+        return this.#subscribe(client, command);
+      case "unsubscribe": {
+        const channel = this.#channels.get(command.channel);
+        if (channel?.members.delete(client)) {
+          client.channels.delete(command.channel);
+          this.#dropIfUnused(command.channel, channel);
+        }
+        return client.reply(encodeUnsubscribed(command.channel, command.id));
+      }
+      case "publish":
+        this.#publishJson(command.channel, command.data, client.id);
+    }
+  }
+
+  #subscribe(client: Client, command: Extract<Command, { type: "subscribe" }>): void {
+    const { channel: name, since, epoch, id } = command;
+    const channel = this.#channel(name);
+    channel.members.add(client);
+    client.channels.add(name);
+    if (since === undefined) {
+      return client.reply(
+        encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, id }),
+      );
+    }
+    channel.history?.expire(Date.now());
+    const replay = channel.history?.since(since, channel.lastSeq) ??
+      { entries: [], complete: since === channel.lastSeq };
+    const recovered = replay.complete && (epoch === undefined || epoch === this.epoch);
+    client.reply(
+      encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, recovered, id }),
+    );
+    // Replayed before any live message: the loop does nothing else meanwhile.
+    for (const entry of recovered ? replay.entries : []) client.reply(entry.frame);
+  }
+
+  /**
+   * Numbers, keeps and delivers a `json` publish, or passes it to the hub
+   * that sequences its channel. Returns this hub's deliveries.
+   */
+  #publishJson(name: string, data: string, sender?: string, origin?: number): number {
+    const owner = this.#sequencer(name);
+    if (owner !== undefined) {
+      const requests = this.#requests.get(owner) ?? [];
+      this.#requests.set(owner, requests);
+      requests.push({
+        room: name,
+        data,
+        bytes: 0,
+        request: true,
+        origin: this.#link!.index,
+        sender,
+      });
+      return 0;
+    }
+    this.stats.messages++;
+    const channel = this.#channel(name);
+    const seq = ++channel.lastSeq;
+    const time = Date.now();
+    const frame = encodeMessage(name, data, seq, time);
+    const bytes = utf8Length(frame);
+    channel.history?.push({ seq, time, frame });
+    const skip = this.#echo || (origin !== undefined && origin !== this.#link?.index)
+      ? undefined
+      : sender;
+    const delivered = this.#fanOut(name, frame, bytes, skip);
+    if (this.#link !== undefined) {
+      const from = origin ?? this.#link.index;
+      this.#outbox.push({ room: name, data: frame, bytes, seq, time, origin: from, sender });
+    }
+    this.#dropIfUnused(name, channel);
+    return delivered;
+  }
+
+  /** The index of the hub that numbers `channel`'s messages, or `undefined` when it is this one. */
+  #sequencer(channel: string): number | undefined {
+    const link = this.#link;
+    if (!this.#json || link === undefined) return undefined;
+    let hash = 0;
+    for (let i = 0; i < channel.length; i++) hash = (hash * 31 + channel.charCodeAt(i)) | 0;
+    const owner = (hash >>> 0) % link.count;
+    return owner === link.index ? undefined : owner;
+  }
+
+  #remote(message: RelayMessage): void {
+    const { room, data, bytes, seq, time, origin, sender } = message;
+    if (message.request) {
+      this.#publishJson(room, data as string, sender, origin);
+      return;
+    }
+    const skip = !this.#echo && origin === this.#link?.index ? sender : undefined;
+    if (seq !== undefined) {
+      // A replica of the sequencing hub's history, so clients here recover locally.
+      const channel = this.#channel(room);
+      channel.lastSeq = seq;
+      channel.history?.push({ seq, time: time!, frame: data as string });
+      this.#fanOut(room, data, bytes, skip);
+      this.#dropIfUnused(room, channel);
+      return;
+    }
+    this.#fanOut(room, data, bytes, skip);
+  }
+
+  /** Sends to every member of `room` but `skip` (a client id); returns how many got it. */
+  #fanOut(room: string, data: string | ArrayBuffer, bytes: number, skip?: string): number {
+    const members = this.#channels.get(room)?.members;
+    if (members === undefined) return 0;
     let delivered = 0;
     for (const target of members) {
-      if (target === skip) continue;
+      if (target.id === skip) continue;
       const result = target.send(data, bytes);
       if (result === "sent") delivered++;
       else if (result === "over_budget") this.#close(target, "slow_consumer");
     }
+    const stats = this.stats;
     stats.deliveries += delivered;
     stats.bytesSent += delivered * bytes;
+    return delivered;
+  }
+
+  #channel(name: string): Channel {
+    let channel = this.#channels.get(name);
+    if (channel === undefined) {
+      const history = this.#json && this.#historySize > 0
+        ? new History(this.#historySize, this.#historyTtlMs)
+        : undefined;
+      channel = { members: new Set(), lastSeq: 0, history };
+      this.#channels.set(name, channel);
+    }
+    return channel;
+  }
+
+  /** Forgets a channel with no members and nothing to recover. */
+  #dropIfUnused(name: string, channel: Channel): void {
+    if (channel.members.size === 0 && !(channel.history?.length)) this.#channels.delete(name);
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const [name, channel] of this.#channels) {
+      channel.history?.expire(now);
+      this.#dropIfUnused(name, channel);
+    }
   }
 
   #add(client: Client): void {
-    let members = this.#rooms.get(client.room);
-    if (members === undefined) {
-      members = new Set();
-      this.#rooms.set(client.room, members);
+    this.#clients.add(client);
+    if (!client.json) {
+      this.#channel(client.room).members.add(client);
+      client.channels.add(client.room);
     }
-    members.add(client);
-    this.#size++;
     this.stats.connections++;
     log.debug("connect {id} from {remote} room={room}", {
       id: client.id,
@@ -249,10 +499,13 @@ export class Hub extends EventTarget implements ClientHost {
 
   /** The one removal path: every way out ends here, so counts cannot drift. */
   #remove(client: Client, reason: DisconnectReason): void {
-    const members = this.#rooms.get(client.room);
-    if (members === undefined || !members.delete(client)) return;
-    if (members.size === 0) this.#rooms.delete(client.room);
-    this.#size--;
+    if (!this.#clients.delete(client)) return;
+    for (const name of client.channels) {
+      const channel = this.#channels.get(name)!;
+      channel.members.delete(client);
+      this.#dropIfUnused(name, channel);
+    }
+    client.channels.clear();
     this.stats.disconnections[reason]++;
     log.debug("disconnect {id} from {remote} room={room} reason={reason} after {seconds}s", {
       id: client.id,

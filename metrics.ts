@@ -10,6 +10,7 @@
  * @module
  */
 import client from "prom-client";
+import { PROTOCOL_ERRORS } from "./protocol.ts";
 import { DISCONNECT_REASONS, REJECT_REASONS, RelayStats } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
@@ -114,6 +115,28 @@ export function createMetricsHandler(
       this.reset();
       for (const reason of REJECT_REASONS) {
         this.inc({ reason }, current.stats.rejected[reason]);
+      }
+    },
+  });
+  new client.Counter({
+    name: "websocket_protocol_errors_total",
+    help: "Client frames refused, by error code (json protocol errors and rate limiting).",
+    labelNames: ["code"],
+    registers,
+    collect() {
+      this.reset();
+      for (const code of PROTOCOL_ERRORS) this.inc({ code }, current.stats.refused[code]);
+    },
+  });
+  new client.Counter({
+    name: "relay_publish_requests_total",
+    help: "Requests to the publish API, by HTTP status.",
+    labelNames: ["status"],
+    registers,
+    collect() {
+      this.reset();
+      for (const [status, count] of Object.entries(current.stats.publishRequests)) {
+        this.inc({ status }, count);
       }
     },
   });

@@ -9,7 +9,7 @@
 import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
 import { Hub, type RelayMessage } from "./hub.ts";
 import { configureLogging } from "./log.ts";
-import { type Relay, serveRelay } from "./server.ts";
+import { hubOptions, type Relay, serveRelay } from "./server.ts";
 
 let relay: Relay | undefined;
 
@@ -19,11 +19,12 @@ self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
   const { id } = request;
   switch (request.type) {
     case "start": {
-      const { config, peers, inbox, connectionCount } = request;
+      const { config, index, epoch, peers, inbox, connectionCount } = request;
       await configureLogging(config.log);
-      const hub = new Hub({ echo: config.websocket.echo, link: meshLink(peers) });
+      const hub = new Hub({ ...hubOptions(config), epoch, link: meshLink(index, peers) });
       const deliver = ({ data }: MessageEvent<RelayMessage[]>) => hub.deliver(data);
-      for (const port of [...peers, inbox]) port.onmessage = deliver;
+      const ports = [...peers.filter((port) => port !== undefined), inbox];
+      for (const port of ports) port.onmessage = deliver;
       try {
         relay = await serveRelay(config, {
           hub,
@@ -33,7 +34,7 @@ self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
         });
         return reply({ id, type: "listening", addr: relay.addr });
       } catch (error) {
-        for (const port of [...peers, inbox]) port.close();
+        for (const port of ports) port.close();
         await hub.shutdown();
         return reply({ id, type: "failed", message: (error as Error).message });
       }

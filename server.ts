@@ -19,7 +19,9 @@
 import { getLogger } from "@logtape/logtape";
 import { Client } from "./client.ts";
 import { type Config, durationMs } from "./config.ts";
-import { Hub } from "./hub.ts";
+import { Authenticator } from "./auth.ts";
+import { Hub, type HubOptions } from "./hub.ts";
+import { createPublishHandler, PUBLISH_PATH } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
 import type { RejectReason } from "./stats.ts";
 import { VERSION } from "./version.ts";
@@ -66,63 +68,119 @@ export async function startRelay(config: Config): Promise<Relay> {
   return await serveRelay(config);
 }
 
-/** How one isolate's relay fits into a cluster; {@link startRelay} needs none of it. */
-export interface ServeOptions {
+/** The hub options `config` asks for. */
+export function hubOptions(config: Config): HubOptions {
+  return {
+    echo: config.websocket.echo,
+    protocol: config.websocket.protocol,
+    historySize: config.channels.history_size,
+    historyTtlMs: durationMs(config.channels.history_ttl),
+  };
+}
+
+/** Options for {@link createRelayHandler}. */
+export interface HandlerOptions {
   /** The hub to serve; a worker passes one linked to its peers. */
   hub?: Hub;
-  /** Share the port with other listeners (`SO_REUSEPORT`). @default false */
-  reusePort?: boolean;
   /**
    * Connections open across the whole relay, at index 0; shared memory in a
    * cluster so `server.max_connections` holds for the sum of all workers.
    */
   connectionCount?: Int32Array;
-  /** Log listening and shutting down; a cluster logs them once for all workers. @default true */
-  logLifecycle?: boolean;
 }
 
-/** Serves a relay in this isolate: the WebSocket port, and metrics unless turned off. */
-export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
-  const { server: serverConfig, websocket, metrics } = config;
-  const {
-    hub = new Hub({ echo: websocket.echo }),
-    reusePort = false,
-    connectionCount = new Int32Array(1),
-    logLifecycle = true,
-  } = options;
+/** A relay without a listener, for a program that serves it from its own `Deno.serve`. */
+export interface RelayHandler {
+  /** The hub, for publishing and for events. */
+  readonly hub: Hub;
+  /**
+   * Answers one request: WebSocket upgrades (on any path), `/healthz`,
+   * `/readyz`, `POST /api/publish`, the example page when enabled, and a
+   * 426 hint for anything else.
+   */
+  readonly handler: (
+    request: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ) => Promise<Response>;
+  /**
+   * Stops accepting upgrades (`/readyz` answers 503), closes every client
+   * with 1001 and waits for them up to `server.shutdown_timeout`; resolves
+   * with how many were still open then.
+   */
+  drain(): Promise<number>;
+}
+
+/**
+ * Builds the relay's request handler and hub; {@link serveRelay} listens
+ * with it. Throws {@link RelayStartError} when a file it needs (JWT key,
+ * example page) cannot be read.
+ */
+export async function createRelayHandler(
+  config: Config,
+  options: HandlerOptions = {},
+): Promise<RelayHandler> {
+  const { server: serverConfig, websocket } = config;
+  const { hub = new Hub(hubOptions(config)), connectionCount = new Int32Array(1) } = options;
   const stats = hub.stats;
+  const auth = await Authenticator.create(config.auth).catch((error) => {
+    throw new RelayStartError(error.message);
+  });
+  const publish = createPublishHandler(config, hub, auth, stats);
+  const example = serverConfig.serve_example ? await readExample() : undefined;
   const connections = new Set<Client>();
   const allowedOrigins = new Set(serverConfig.allowed_origins.map((o) => o.toLowerCase()));
   const anyOrigin = allowedOrigins.size === 0 || allowedOrigins.has("*");
   const idleTimeoutSeconds = durationMs(websocket.idle_timeout) / 1000;
+  const { messages_per_second: perSecond, burst } = websocket.rate_limit;
   const clientOptions = {
     sendBufferBytes: websocket.send_buffer_bytes,
     maxMessageBytes: websocket.max_message_bytes,
+    protocol: websocket.protocol,
+    rateLimit: perSecond > 0 ? { perSecond, burst: burst || Math.ceil(perSecond) } : undefined,
   };
   let draining = false;
 
-  const reject = (status: number, reason: RejectReason, message: string) => {
+  const reject = (
+    status: number,
+    reason: RejectReason,
+    message: string,
+    headers: HeadersInit = {},
+  ) => {
     stats.rejected[reason]++;
-    return new Response(`${message}\n`, { status });
+    return new Response(`${message}\n`, { status, headers });
   };
 
-  const upgrade = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+  const upgrade = async (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (draining) return reject(503, "shutting_down", "Service Unavailable: shutting down");
     const origin = request.headers.get("origin");
     if (!anyOrigin && origin !== null && !allowedOrigins.has(origin.toLowerCase())) {
       return reject(403, "origin", `Forbidden: origin ${origin} is not allowed`);
     }
+    const checked = await auth.check(request);
+    if (!checked.ok) {
+      log.info("refused {remote}: {reason}", {
+        remote: remoteAddress(request, info),
+        reason: checked.reason,
+      });
+      return reject(401, checked.reason, `Unauthorized: ${checked.message}`, {
+        "www-authenticate": 'Bearer realm="relay"',
+      });
+    }
+    const { grant } = checked;
     const limit = serverConfig.max_connections;
     if (Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
       Atomics.sub(connectionCount, 0, 1);
       return reject(503, "max_connections", "Service Unavailable: connection limit reached");
     }
     // The request is consumed by the upgrade: read what we need first.
-    const { hostname, port } = info.remoteAddr;
     const room = websocket.rooms === "path" ? new URL(request.url).pathname : "";
+    const remote = remoteAddress(request, info);
     let upgraded;
     try {
-      upgraded = Deno.upgradeWebSocket(request, { idleTimeout: idleTimeoutSeconds });
+      upgraded = Deno.upgradeWebSocket(request, {
+        idleTimeout: idleTimeoutSeconds,
+        protocol: grant.protocol,
+      });
     } catch (error) {
       Atomics.sub(connectionCount, 0, 1);
       return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
@@ -130,7 +188,9 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
     const client = new Client(upgraded.socket, hub, {
       ...clientOptions,
       room,
-      remoteAddress: `${hostname}:${port}`,
+      remoteAddress: remote,
+      expiresAt: grant.expiresAt,
+      channels: grant.channels,
     });
     connections.add(client);
     client.closed.then(() => {
@@ -140,20 +200,49 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
     return upgraded.response;
   };
 
-  const handler = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+  const handler = async (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (request.headers.get("upgrade")?.toLowerCase() === "websocket") {
-      return upgrade(request, info);
+      return await upgrade(request, info);
     }
     const { pathname } = new URL(request.url);
     if (pathname === "/healthz") return new Response("ok\n");
     if (pathname === "/readyz") {
       return draining ? new Response("shutting down\n", { status: 503 }) : new Response("ready\n");
     }
+    if (pathname === PUBLISH_PATH) return await publish(request);
+    const page = example?.get(pathname === "/" ? "/index.html" : pathname);
+    if (page !== undefined) {
+      return new Response(page.body, { headers: { "content-type": page.type } });
+    }
     return new Response(
       "Upgrade Required: this is a WebSocket relay; connect with a WebSocket client (ws:// or wss://).\n",
       { status: 426, headers: { upgrade: "websocket", connection: "Upgrade" } },
     );
   };
+
+  const shutdownTimeoutMs = durationMs(serverConfig.shutdown_timeout);
+  const drain = async () => {
+    draining = true;
+    await hub.shutdown();
+    return await waitForClose(connections, shutdownTimeoutMs);
+  };
+  return { hub, handler, drain };
+}
+
+/** How one isolate's relay fits into a cluster; {@link startRelay} needs none of it. */
+export interface ServeOptions extends HandlerOptions {
+  /** Share the port with other listeners (`SO_REUSEPORT`). @default false */
+  reusePort?: boolean;
+  /** Log listening and shutting down; a cluster logs them once for all workers. @default true */
+  logLifecycle?: boolean;
+}
+
+/** Serves a relay in this isolate: the WebSocket port, and metrics unless turned off. */
+export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
+  const { server: serverConfig, metrics } = config;
+  const { reusePort = false, logLifecycle = true } = options;
+  const { hub, handler, drain } = await createRelayHandler(config, options);
+  const stats = hub.stats;
 
   const tls = serverConfig.tls.enabled
     ? {
@@ -182,14 +271,11 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
   const url = relayUrl(wsServer.addr, tls !== undefined);
   if (logLifecycle) announceListening(url, metricsServer?.addr, metrics.path);
 
-  const shutdownTimeoutMs = durationMs(serverConfig.shutdown_timeout);
   let stopping: Promise<void> | undefined;
   const shutdown = () => {
     stopping ??= (async () => {
-      draining = true;
       if (logLifecycle) log.info("shutting down: closing {count} clients", { count: hub.size });
-      await hub.shutdown();
-      const stragglers = await waitForClose(connections, shutdownTimeoutMs);
+      const stragglers = await drain();
       if (stragglers > 0) {
         log.warning("{count} clients did not finish closing within {timeout}", {
           count: stragglers,
@@ -287,6 +373,37 @@ async function readTlsFile(what: string, path: string): Promise<string> {
       `Cannot read TLS ${what} file ${path}: ${(error as Error).message}`,
     );
   }
+}
+
+/** The files `server.serve_example` serves, by path. */
+async function readExample(): Promise<
+  Map<string, { body: Uint8Array<ArrayBuffer>; type: string }>
+> {
+  const files = new Map();
+  for (
+    const [name, type] of [
+      ["index.html", "text/html; charset=utf-8"],
+      ["reconnecting_client.js", "text/javascript; charset=utf-8"],
+    ]
+  ) {
+    const url = new URL(`./example/${name}`, import.meta.url);
+    try {
+      files.set(`/${name}`, { body: await Deno.readFile(url), type });
+    } catch (error) {
+      throw new RelayStartError(
+        `Cannot read the example page ${url.pathname} (server.serve_example): ${
+          (error as Error).message
+        }`,
+      );
+    }
+  }
+  return files;
+}
+
+/** The peer's address, for logs. */
+function remoteAddress(_request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): string {
+  const { hostname, port } = info.remoteAddr;
+  return `${formatHost(hostname)}:${port}`;
 }
 
 function formatHost(hostname: string): string {

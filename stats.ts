@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { PROTOCOL_ERRORS, type ProtocolErrorCode } from "./protocol.ts";
 
 /** Why a client left. Every removal path names exactly one. */
 export const DISCONNECT_REASONS = [
@@ -14,6 +15,8 @@ export const DISCONNECT_REASONS = [
   "too_large",
   "idle_timeout",
   "shutdown",
+  "rate_limited",
+  "token_expired",
 ] as const;
 /** One of {@link DISCONNECT_REASONS}. */
 export type DisconnectReason = typeof DISCONNECT_REASONS[number];
@@ -23,6 +26,9 @@ export const REJECT_REASONS = [
   "origin",
   "max_connections",
   "shutting_down",
+  "auth_missing",
+  "auth_invalid",
+  "auth_expired",
 ] as const;
 /** One of {@link REJECT_REASONS}. */
 export type RejectReason = typeof REJECT_REASONS[number];
@@ -43,6 +49,10 @@ export class RelayStats {
   readonly disconnections: Record<DisconnectReason, number> = zeroes(DISCONNECT_REASONS);
   /** Refused upgrades by reason. */
   readonly rejected: Record<RejectReason, number> = zeroes(REJECT_REASONS);
+  /** Frames refused by code (`json` protocol errors, and rate limiting in both modes). */
+  readonly refused: Record<ProtocolErrorCode, number> = zeroes(PROTOCOL_ERRORS);
+  /** Publish API requests by HTTP status. */
+  readonly publishRequests: Record<string, number> = {};
 
   /** Adds `other`'s counts to these (a worker's snapshot arrives as a plain object). */
   add(other: RelayStats): void {
@@ -55,6 +65,10 @@ export class RelayStats {
       this.disconnections[reason] += other.disconnections[reason];
     }
     for (const reason of REJECT_REASONS) this.rejected[reason] += other.rejected[reason];
+    for (const code of PROTOCOL_ERRORS) this.refused[code] += other.refused[code];
+    for (const [status, count] of Object.entries(other.publishRequests)) {
+      this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
+    }
   }
 }
 

@@ -7,6 +7,10 @@
  * raw results as JSON under `bench/results/`.
  *
  * Usage: deno task bench [--quick] [--workers N] [--repeat N] [--scenario NAME]
+ *        [--relay-workers N] [--server-cpus LIST] [--load-cpus LIST]
+ *
+ * `--workers` is the load generator's; `--relay-workers` sets the relay's
+ * `server.workers`; the CPU lists override the default pinning (`0`, `1`).
  *
  * @module
  */
@@ -89,13 +93,17 @@ const RELAY_ENV = {
 };
 
 /** Runs `args` under bash with the open-files limit raised, pinned to `cpus` if possible. */
-function pinned(cpus: string | undefined, args: string[]): Deno.Command {
+function pinned(
+  cpus: string | undefined,
+  args: string[],
+  env: Record<string, string> = {},
+): Deno.Command {
   const pin = cpus ? `taskset -c ${cpus} ` : "";
   const quoted = args.map((a) => `'${a.replaceAll("'", `'"'"'`)}'`).join(" ");
   return new Deno.Command("bash", {
     args: ["-c", `ulimit -n "$(ulimit -Hn)"; exec ${pin}'${Deno.execPath()}' ${quoted}`],
     cwd: ROOT,
-    env: { NO_COLOR: "1", ...RELAY_ENV },
+    env: { NO_COLOR: "1", ...RELAY_ENV, ...env },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -106,8 +114,10 @@ function pinned(cpus: string | undefined, args: string[]): Deno.Command {
 export async function startServer(
   name: ServerName,
   cpus: string | undefined,
+  relayWorkers = 1,
 ): Promise<{ child: Deno.ChildProcess; url: string }> {
-  const child = pinned(cpus, [...SERVERS[name]]).spawn();
+  const env = { RELAY_SERVER_WORKERS: String(relayWorkers) };
+  const child = pinned(cpus, [...SERVERS[name]], env).spawn();
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
   while (true) {
@@ -130,8 +140,9 @@ async function runOne(
   scenario: Scenario,
   cpus: { server?: string; load?: string },
   workers: number,
+  relayWorkers: number,
 ): Promise<Result> {
-  const { child, url } = await startServer(name, cpus.server);
+  const { child, url } = await startServer(name, cpus.server, relayWorkers);
   try {
     const output = await pinned(cpus.load, [
       "run",
@@ -215,6 +226,8 @@ export interface Row {
 export interface Run {
   cpus: { server?: string; load?: string };
   workers: number;
+  /** The relay's `server.workers`. */
+  relayWorkers: number;
   /** Runs per server and scenario; each figure is from the median run. */
   repeat: number;
   rows: Row[];
@@ -228,12 +241,23 @@ function median(results: Result[]): Result {
 
 /** Runs the benchmark; returns the rows it measured. */
 export async function bench(
-  options: { quick?: boolean; workers?: number; repeat?: number; only?: string } = {},
+  options: {
+    quick?: boolean;
+    workers?: number;
+    repeat?: number;
+    only?: string;
+    relayWorkers?: number;
+    serverCpus?: string;
+    loadCpus?: string;
+  } = {},
 ): Promise<Run> {
-  const { quick = false, workers = 2, repeat = quick ? 1 : 3, only } = options;
+  const { quick = false, workers = 2, repeat = quick ? 1 : 3, only, relayWorkers = 1 } = options;
   const cores = navigator.hardwareConcurrency;
   const cpus = hasTaskset() && cores >= 2
-    ? { server: "0", load: cores === 2 ? "1" : `1-${cores - 1}` }
+    ? {
+      server: options.serverCpus ?? "0",
+      load: options.loadCpus ?? (cores === 2 ? "1" : `1-${cores - 1}`),
+    }
     : {};
   const scenarios = (quick ? QUICK : FULL).filter((s) => !only || s.name.startsWith(only));
   const rows: Row[] = [];
@@ -241,12 +265,12 @@ export async function bench(
     // Alternate the servers so drift on the machine hits both alike.
     const runs: Record<ServerName, Result[]> = { baseline: [], relay: [] };
     for (let i = 0; i < repeat; i++) {
-      runs.baseline.push(await runOne("baseline", scenario, cpus, workers));
-      runs.relay.push(await runOne("relay", scenario, cpus, workers));
+      runs.baseline.push(await runOne("baseline", scenario, cpus, workers, relayWorkers));
+      runs.relay.push(await runOne("relay", scenario, cpus, workers, relayWorkers));
     }
     rows.push({ scenario, baseline: median(runs.baseline), relay: median(runs.relay) });
   }
-  return { cpus, workers, repeat, rows };
+  return { cpus, workers, relayWorkers, repeat, rows };
 }
 
 if (import.meta.main) {
@@ -257,6 +281,9 @@ if (import.meta.main) {
       workers: { type: "string" },
       repeat: { type: "string" },
       scenario: { type: "string" },
+      "relay-workers": { type: "string" },
+      "server-cpus": { type: "string" },
+      "load-cpus": { type: "string" },
     },
   });
   const started = performance.now();
@@ -265,13 +292,16 @@ if (import.meta.main) {
     workers: values.workers ? Number(values.workers) : undefined,
     repeat: values.repeat ? Number(values.repeat) : undefined,
     only: values.scenario,
+    relayWorkers: values["relay-workers"] ? Number(values["relay-workers"]) : undefined,
+    serverCpus: values["server-cpus"],
+    loadCpus: values["load-cpus"],
   });
   const seconds = (performance.now() - started) / 1000;
   console.log(table(run.rows));
   console.log(
     `\n${run.rows.length} scenarios in ${seconds.toFixed(0)} s; server CPU ${
       run.cpus.server ?? "any"
-    }, ` +
+    } (relay with ${run.relayWorkers} workers), ` +
       `load generator CPU ${
         run.cpus.load ?? "any"
       } with ${run.workers} workers; Deno ${Deno.version.deno}.`,

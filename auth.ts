@@ -1,0 +1,186 @@
+/**
+ * Who may connect and publish: the `auth` section checked on every upgrade
+ * (`none`, `api_key`, or `jwt` through `jose`) and on every publish API
+ * request (`auth.publish_keys`). A token is taken from `Authorization:
+ * Bearer`, the `token` query parameter, or a `bearer.<token>` entry of
+ * `Sec-WebSocket-Protocol` (browsers cannot set headers on a WebSocket).
+ * Nothing of a token is ever logged or echoed in an error.
+ *
+ * @module
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { errors, importSPKI, jwtVerify, type JWTVerifyOptions } from "jose";
+import type { Config } from "./config.ts";
+
+/** Why an upgrade was refused by auth; counted as a rejection reason. */
+export type AuthFailure = "auth_missing" | "auth_invalid" | "auth_expired";
+
+/** What a client may do once connected. */
+export interface Grant {
+  /** When the token stops being valid, ms since the epoch; the client is closed then. */
+  expiresAt?: number;
+  /** Channels it may subscribe and publish to; `undefined`: all. */
+  channels?: ChannelPatterns;
+  /** The `Sec-WebSocket-Protocol` to answer with, when the client offered any. */
+  protocol?: string;
+}
+
+/** The outcome of {@link Authenticator.check}. */
+export type AuthResult =
+  | { ok: true; grant: Grant }
+  | { ok: false; reason: AuthFailure; message: string };
+
+/** The subprotocol entry prefix that carries a token. */
+export const BEARER_PROTOCOL_PREFIX = "bearer.";
+
+/** Glob patterns (`*` any run, `?` one character) a channel name must match one of. */
+export class ChannelPatterns {
+  readonly #pattern: RegExp;
+
+  constructor(globs: readonly string[]) {
+    const alternatives = globs.map((glob) =>
+      glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".")
+    );
+    this.#pattern = new RegExp(`^(?:${alternatives.join("|")})$`);
+  }
+
+  /** Whether `channel` matches one of the patterns. */
+  allows(channel: string): boolean {
+    return this.#pattern.test(channel);
+  }
+}
+
+/** Checks upgrades and publish requests against the `auth` config. */
+export class Authenticator {
+  readonly #config: Config["auth"];
+  readonly #apiKeys: Buffer[];
+  readonly #publishKeys: Buffer[];
+  readonly #jwtKey: CryptoKey | Uint8Array | undefined;
+
+  private constructor(config: Config["auth"], jwtKey: CryptoKey | Uint8Array | undefined) {
+    this.#config = config;
+    this.#apiKeys = config.api_keys.map(digest);
+    this.#publishKeys = config.publish_keys.map(digest);
+    this.#jwtKey = jwtKey;
+  }
+
+  /** Reads the JWT key if one is configured; throws with the file and the reason. */
+  static async create(config: Config["auth"]): Promise<Authenticator> {
+    if (config.mode !== "jwt") return new Authenticator(config, undefined);
+    const { algorithm, secret, public_key_file: file } = config.jwt;
+    if (algorithm === "HS256") return new Authenticator(config, new TextEncoder().encode(secret));
+    let pem;
+    try {
+      pem = await Deno.readTextFile(file);
+    } catch (error) {
+      throw new Error(`Cannot read JWT public key file ${file}: ${(error as Error).message}`);
+    }
+    try {
+      return new Authenticator(config, await importSPKI(pem, algorithm));
+    } catch (error) {
+      throw new Error(
+        `Cannot use JWT public key file ${file} for ${algorithm}: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  /** Whether the publish API is on at all (any publish key configured). */
+  get publishEnabled(): boolean {
+    return this.#publishKeys.length > 0;
+  }
+
+  /** Checks an upgrade request; the grant says what the client may do. */
+  async check(request: Request): Promise<AuthResult> {
+    const offered = offeredProtocols(request);
+    const protocol = offered.find((p) => !p.startsWith(BEARER_PROTOCOL_PREFIX)) ?? offered[0];
+    const mode = this.#config.mode;
+    if (mode === "none") return { ok: true, grant: { protocol } };
+    const token = bearerToken(request, offered);
+    if (token === undefined) {
+      return {
+        ok: false,
+        reason: "auth_missing",
+        message: "no token: send Authorization: Bearer, ?token=, or a bearer.<token> subprotocol",
+      };
+    }
+    if (mode === "api_key") {
+      return oneOf(token, this.#apiKeys)
+        ? { ok: true, grant: { protocol } }
+        : { ok: false, reason: "auth_invalid", message: "unknown API key" };
+    }
+    return await this.#verifyJwt(token, protocol);
+  }
+
+  /** Whether a publish API request carries one of `auth.publish_keys`. */
+  mayPublish(request: Request): boolean {
+    const token = bearerToken(request, []);
+    return token !== undefined && oneOf(token, this.#publishKeys);
+  }
+
+  async #verifyJwt(token: string, protocol: string | undefined): Promise<AuthResult> {
+    const { algorithm, issuer, audience } = this.#config.jwt;
+    const options: JWTVerifyOptions = { algorithms: [algorithm] };
+    if (issuer !== "") options.issuer = issuer;
+    if (audience !== "") options.audience = audience;
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(token, this.#jwtKey!, options));
+    } catch (error) {
+      if (error instanceof errors.JWTExpired) {
+        return { ok: false, reason: "auth_expired", message: "token expired" };
+      }
+      // jose's messages name the failed check (signature, claim), never the token.
+      return { ok: false, reason: "auth_invalid", message: `invalid token: ${errorText(error)}` };
+    }
+    const { channels, exp } = payload;
+    if (
+      channels !== undefined &&
+      (!Array.isArray(channels) || !channels.every((c) => typeof c === "string"))
+    ) {
+      return {
+        ok: false,
+        reason: "auth_invalid",
+        message: "invalid token: channels claim must be a list of patterns",
+      };
+    }
+    return {
+      ok: true,
+      grant: {
+        protocol,
+        expiresAt: exp === undefined ? undefined : exp * 1000,
+        channels: channels === undefined ? undefined : new ChannelPatterns(channels),
+      },
+    };
+  }
+}
+
+function offeredProtocols(request: Request): string[] {
+  const header = request.headers.get("sec-websocket-protocol");
+  return header === null ? [] : header.split(",").map((p) => p.trim()).filter((p) => p !== "");
+}
+
+function bearerToken(request: Request, offered: string[]): string | undefined {
+  const header = request.headers.get("authorization");
+  const match = header?.match(/^Bearer\s+(\S+)\s*$/i);
+  if (match) return match[1];
+  const query = new URL(request.url).searchParams.get("token");
+  if (query) return query;
+  const entry = offered.find((p) => p.startsWith(BEARER_PROTOCOL_PREFIX));
+  return entry?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined;
+}
+
+/** Compares digests, so the comparison takes the same time whatever the key. */
+function oneOf(token: string, keys: Buffer[]): boolean {
+  const candidate = digest(token);
+  let found = false;
+  for (const key of keys) found = timingSafeEqual(candidate, key) || found;
+  return found;
+}
+
+function digest(text: string): Buffer {
+  return createHash("sha256").update(text).digest();
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,165 @@
+/**
+ * The channel protocol (`websocket.protocol: json`): parsing what clients
+ * send into commands, and encoding what the relay sends back. Every way a
+ * frame can be wrong has its own error code, so a client can tell them
+ * apart and the relay can count them; nothing here throws.
+ *
+ * Client to server: `subscribe` (`channel`, or the channel in `data` as
+ * the Go hub sends it; optional `since` and `epoch` to recover), `unsubscribe`,
+ * `publish` (`channel`, `data`), `ping`; each may carry an `id` that the
+ * reply echoes. Server to client: `message`, `subscribed`, `unsubscribed`,
+ * `pong`, `error`.
+ *
+ * @module
+ */
+
+/** Why a frame was refused; the `code` of an `error` envelope. */
+export const PROTOCOL_ERRORS = [
+  "bad_json",
+  "bad_request",
+  "unknown_type",
+  "bad_channel",
+  "forbidden",
+  "rate_limited",
+  "binary_unsupported",
+] as const;
+/** One of {@link PROTOCOL_ERRORS}. */
+export type ProtocolErrorCode = typeof PROTOCOL_ERRORS[number];
+
+/** A request id as the client sent it, echoed in the reply. */
+export type RequestId = string | number;
+
+/** A well-formed client frame. */
+export type Command =
+  | { type: "subscribe"; channel: string; since?: number; epoch?: string; id?: RequestId }
+  | { type: "unsubscribe"; channel: string; id?: RequestId }
+  | { type: "publish"; channel: string; data: string; id?: RequestId }
+  | { type: "ping"; id?: RequestId };
+
+/** A frame that could not be a command, and why. */
+export interface ProtocolError {
+  type: "error";
+  code: ProtocolErrorCode;
+  message: string;
+  id?: RequestId;
+}
+
+const CHANNEL_NAME = /^[A-Za-z0-9_.:-]{1,256}$/;
+
+/** Whether `name` is a valid channel name: 1-256 of `A-Z a-z 0-9 _ - . :`. */
+export function isChannelName(name: string): boolean {
+  return CHANNEL_NAME.test(name);
+}
+
+/** Why `name` is not a channel name, for error messages. */
+export function channelNameProblem(name: unknown): string {
+  if (typeof name !== "string") return "channel must be a string";
+  if (name.length === 0 || name.length > 256) {
+    return `channel must be 1-256 characters, got ${name.length}`;
+  }
+  return `channel ${JSON.stringify(name)} may only contain A-Z a-z 0-9 _ - . :`;
+}
+
+/**
+ * Parses one text frame. `data` of a `publish` comes back as JSON text, so
+ * the hub can put it in the envelope without encoding it again.
+ */
+export function parseCommand(text: string): Command | ProtocolError {
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch (error) {
+    return fail("bad_json", `not JSON: ${(error as SyntaxError).message}`);
+  }
+  if (typeof frame !== "object" || frame === null || Array.isArray(frame)) {
+    return fail("bad_request", "expected a JSON object with a type");
+  }
+  const fields = frame as Record<string, unknown>;
+  const { type } = fields;
+  const id = fields.id;
+  if (id !== undefined && typeof id !== "string" && typeof id !== "number") {
+    return fail("bad_request", "id must be a string or a number");
+  }
+  const bad = (code: ProtocolErrorCode, message: string) => fail(code, message, id);
+  if (typeof type !== "string") return bad("bad_request", "type must be a string");
+  switch (type) {
+    case "ping":
+      return { type, id };
+    case "subscribe":
+    case "unsubscribe": {
+      // The Go hub names the channel in `data`.
+      const channel = fields.channel ?? fields.data;
+      if (typeof channel !== "string" || !isChannelName(channel)) {
+        return bad("bad_channel", channelNameProblem(channel));
+      }
+      if (type === "unsubscribe") return { type, channel, id };
+      const { since, epoch } = fields;
+      if (since !== undefined && (!Number.isSafeInteger(since) || (since as number) < 0)) {
+        return bad("bad_request", "since must be a non-negative integer");
+      }
+      if (epoch !== undefined && typeof epoch !== "string") {
+        return bad("bad_request", "epoch must be a string");
+      }
+      return { type, channel, since: since as number | undefined, epoch, id };
+    }
+    case "publish": {
+      const { channel } = fields;
+      if (typeof channel !== "string" || !isChannelName(channel)) {
+        return bad("bad_channel", channelNameProblem(channel));
+      }
+      if (!("data" in fields)) return bad("bad_request", "publish needs data");
+      return { type, channel, data: JSON.stringify(fields.data), id };
+    }
+    default:
+      return bad(
+        "unknown_type",
+        `unknown type ${JSON.stringify(type)}; expected subscribe, unsubscribe, publish or ping`,
+      );
+  }
+}
+
+function fail(code: ProtocolErrorCode, message: string, id?: RequestId): ProtocolError {
+  return id === undefined ? { type: "error", code, message } : { type: "error", code, message, id };
+}
+
+/** Encodes an `error` envelope. */
+export function encodeError(error: ProtocolError): string {
+  return JSON.stringify(error);
+}
+
+/**
+ * Encodes a `message` envelope around `data`, which is JSON text already:
+ * built once per message, the same string goes to every subscriber.
+ */
+export function encodeMessage(channel: string, data: string, seq: number, time: number): string {
+  return `{"type":"message","channel":${
+    JSON.stringify(channel)
+  },"data":${data},"seq":${seq},"timestamp":${time}}`;
+}
+
+/** What a `subscribed` reply tells the client. */
+export interface Subscribed {
+  channel: string;
+  /** The channel's latest `seq`; the next message has a higher one. */
+  seq: number;
+  /** Identifies this run of the channel's history; a new one means seqs restarted. */
+  epoch: string;
+  /** With `since`: whether everything after it was replayed. */
+  recovered?: boolean;
+  id?: RequestId;
+}
+
+/** Encodes a `subscribed` reply. */
+export function encodeSubscribed(reply: Subscribed): string {
+  return JSON.stringify({ type: "subscribed", ...reply });
+}
+
+/** Encodes an `unsubscribed` reply. */
+export function encodeUnsubscribed(channel: string, id?: RequestId): string {
+  return JSON.stringify({ type: "unsubscribed", channel, id });
+}
+
+/** Encodes a `pong` reply. */
+export function encodePong(id?: RequestId): string {
+  return JSON.stringify({ type: "pong", id });
+}

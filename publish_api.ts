@@ -1,0 +1,125 @@
+/**
+ * `POST /api/publish`: server-side publishing over HTTP. The body is one
+ * `{"channel": "...", "data": ...}` or an array of them; the answer is 202
+ * with the number of deliveries to this relay's clients, or an error with a
+ * message precise enough to fix the request (401 without a publish key,
+ * 400 naming the bad field, 413 over the size limit). Errors are JSON:
+ * `{"error": "..."}`.
+ *
+ * @module
+ */
+import type { Authenticator } from "./auth.ts";
+import type { Config } from "./config.ts";
+import type { Hub } from "./hub.ts";
+import { channelNameProblem, isChannelName } from "./protocol.ts";
+import type { RelayStats } from "./stats.ts";
+
+/** The path the API answers on. */
+export const PUBLISH_PATH = "/api/publish";
+
+/** One message of a publish request, validated. */
+interface Publication {
+  channel: string;
+  data: unknown;
+}
+
+/** Builds the handler for {@link PUBLISH_PATH}. */
+export function createPublishHandler(
+  config: Config,
+  hub: Hub,
+  auth: Authenticator,
+  stats: RelayStats,
+): (request: Request) => Promise<Response> {
+  const limit = config.websocket.max_message_bytes;
+  const answer = (status: number, body: unknown, headers: HeadersInit = {}) => {
+    stats.publishRequests[status] = (stats.publishRequests[status] ?? 0) + 1;
+    return Response.json(body, { status, headers });
+  };
+  return async (request) => {
+    if (!auth.publishEnabled) {
+      return answer(404, { error: "the publish API is off; set auth.publish_keys to turn it on" });
+    }
+    if (request.method !== "POST") {
+      return answer(405, { error: "use POST" }, { allow: "POST" });
+    }
+    if (!auth.mayPublish(request)) {
+      return answer(401, { error: "send one of auth.publish_keys as Authorization: Bearer" }, {
+        "www-authenticate": 'Bearer realm="relay publish"',
+      });
+    }
+    const text = await readLimited(request, limit);
+    if (text === undefined) {
+      return answer(413, { error: `body over ${limit} bytes (websocket.max_message_bytes)` });
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (error) {
+      return answer(400, { error: `body is not JSON: ${(error as SyntaxError).message}` });
+    }
+    const result = validate(body, config.websocket);
+    if (typeof result === "string") return answer(400, { error: result });
+    // Queued together, so a batch keeps its order and interleaves with nothing.
+    const counts = await Promise.all(result.map(({ channel, data }) => hub.publish(channel, data)));
+    return answer(202, { messages: result.length, delivered: counts.reduce((a, b) => a + b, 0) });
+  };
+}
+
+/** The body as text, or `undefined` once it passes `limit` bytes. */
+async function readLimited(request: Request, limit: number): Promise<string | undefined> {
+  const declared = Number(request.headers.get("content-length") ?? 0);
+  if (declared > limit) {
+    await request.body?.cancel();
+    return undefined;
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body ?? []) {
+    size += chunk.byteLength;
+    if (size > limit) return undefined;
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
+
+/** The publications in `body`, or a message naming what is wrong. */
+function validate(body: unknown, websocket: Config["websocket"]): Publication[] | string {
+  const batch = Array.isArray(body);
+  const items = batch ? body : [body];
+  if (items.length === 0) return "empty batch: send at least one message";
+  const publications: Publication[] = [];
+  for (const [i, item] of items.entries()) {
+    const at = batch ? `[${i}].` : "";
+    if (typeof item !== "object" || item === null || Array.isArray(item)) {
+      return `${batch ? `[${i}]` : "body"}: expected an object with channel and data`;
+    }
+    const { channel = "", data } = item as Record<string, unknown>;
+    if (!("data" in item)) return `${at}data: required`;
+    const problem = channelProblem(channel, websocket);
+    if (problem !== undefined) return `${at}channel: ${problem}`;
+    publications.push({ channel: channel as string, data });
+  }
+  return publications;
+}
+
+/** What is wrong with `channel` for this relay's mode, if anything. */
+function channelProblem(channel: unknown, websocket: Config["websocket"]): string | undefined {
+  if (websocket.protocol === "json") {
+    return isChannelName(channel as string) ? undefined : channelNameProblem(channel);
+  }
+  if (typeof channel !== "string") return "channel must be a string";
+  if (websocket.rooms === "none") {
+    return channel === ""
+      ? undefined
+      : "with websocket.rooms: none every client is in one room; leave channel out";
+  }
+  return channel.startsWith("/")
+    ? undefined
+    : 'with websocket.rooms: path a channel is a path like "/runs/42/stream"';
+}
