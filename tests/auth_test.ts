@@ -1,0 +1,179 @@
+import assert from "node:assert/strict";
+import { exportSPKI, generateKeyPair, SignJWT } from "jose";
+import { nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import type { Relay } from "../server.ts";
+import { RelayStartError } from "../server.ts";
+
+const SECRET = "test-secret-of-enough-length-for-hs256";
+
+async function hs256(
+  claims: Record<string, unknown>,
+  expiresIn?: string | number,
+): Promise<string> {
+  const jwt = new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setIssuedAt();
+  if (expiresIn !== undefined) jwt.setExpirationTime(expiresIn);
+  return await jwt.sign(new TextEncoder().encode(SECRET));
+}
+
+/** The status of an upgrade attempt: 101 or the refusal's. */
+async function upgradeStatus(
+  relay: Relay,
+  path: string,
+  headers: HeadersInit = {},
+): Promise<number> {
+  const url = new URL(path, relay.url.replace(/^ws/, "http"));
+  const response = await fetch(url, {
+    headers: {
+      connection: "Upgrade",
+      upgrade: "websocket",
+      "sec-websocket-version": "13",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      ...headers,
+    },
+  });
+  await response.body?.cancel();
+  return response.status;
+}
+
+Deno.test("auth api_key: header, token query and subprotocol are accepted; others get 401", async () => {
+  await using relay = await startTestRelay({ auth: { mode: "api_key", api_keys: ["k1", "k2"] } });
+  assert.equal(await upgradeStatus(relay, "/", { authorization: "Bearer k2" }), 101);
+  assert.equal(await upgradeStatus(relay, "/?token=k1"), 101);
+  const viaProtocol = await TestClient.connect(relay, "/", ["relay", "bearer.k1"]);
+  assert.equal(viaProtocol.socket.protocol, "relay", "the server picks the non-token entry");
+  assert.equal(await upgradeStatus(relay, "/"), 401);
+  assert.equal(await upgradeStatus(relay, "/?token=nope"), 401);
+  assert.equal(await upgradeStatus(relay, "/", { authorization: "Bearer k1x" }), 401);
+  await assert.rejects(TestClient.open(relay.url, ["bearer.wrong"]));
+  const samples = await scrape(relay);
+  assert.equal(samples.get('websocket_rejected_connections_total{reason="auth_missing"}'), 1);
+  assert.equal(samples.get('websocket_rejected_connections_total{reason="auth_invalid"}'), 3);
+  await viaProtocol.close();
+});
+
+Deno.test("auth jwt HS256: valid, expired at connect, wrong signature, garbage", async () => {
+  await using relay = await startTestRelay({
+    auth: { mode: "jwt", jwt: { ...jwtDefaults(), secret: SECRET } },
+  });
+  assert.equal(await upgradeStatus(relay, `/?token=${await hs256({ sub: "u" }, "1h")}`), 101);
+  assert.equal(
+    await upgradeStatus(relay, `/?token=${await hs256({}, Math.floor(Date.now() / 1000) - 60)}`),
+    401,
+  );
+  const forged = await new SignJWT({}).setProtectedHeader({ alg: "HS256" })
+    .sign(new TextEncoder().encode("another-secret-another-secret-12"));
+  assert.equal(await upgradeStatus(relay, `/?token=${forged}`), 401);
+  assert.equal(await upgradeStatus(relay, "/?token=not.a.jwt"), 401);
+  const samples = await scrape(relay);
+  assert.equal(samples.get('websocket_rejected_connections_total{reason="auth_expired"}'), 1);
+  assert.equal(samples.get('websocket_rejected_connections_total{reason="auth_invalid"}'), 2);
+});
+
+Deno.test("auth jwt ES256 with a public key file accepts its tokens and refuses HS256 ones", async () => {
+  const { publicKey, privateKey } = await generateKeyPair("ES256");
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/key.pem`, await exportSPKI(publicKey));
+    await using relay = await startTestRelay({
+      auth: {
+        mode: "jwt",
+        jwt: { ...jwtDefaults(), algorithm: "ES256", public_key_file: `${dir}/key.pem` },
+      },
+    });
+    const token = await new SignJWT({}).setProtectedHeader({ alg: "ES256" }).setExpirationTime("1h")
+      .sign(privateKey);
+    assert.equal(await upgradeStatus(relay, "/", { authorization: `Bearer ${token}` }), 101);
+    assert.equal(
+      await upgradeStatus(relay, "/", { authorization: `Bearer ${await hs256({})}` }),
+      401,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("auth jwt: an unreadable public key file fails the start with its name", async () => {
+  await assert.rejects(
+    startTestRelay({
+      auth: {
+        mode: "jwt",
+        jwt: { ...jwtDefaults(), algorithm: "RS256", public_key_file: "/nonexistent/key.pem" },
+      },
+    }),
+    (error: Error) =>
+      error instanceof RelayStartError && /\/nonexistent\/key.pem/.test(error.message),
+  );
+});
+
+Deno.test("auth jwt: a client whose token expires while connected is closed with 4001", async () => {
+  await using relay = await startTestRelay({
+    auth: { mode: "jwt", jwt: { ...jwtDefaults(), secret: SECRET } },
+  });
+  // Expiry is in whole seconds: the token ends at the next second boundary or the one after.
+  const exp = Math.floor(Date.now() / 1000) + 1;
+  const client = await TestClient.connect(relay, `/?token=${await hs256({}, exp)}`);
+  const closed = await client.closed;
+  assert.equal(closed.code, 4001);
+  assert.equal(closed.reason, "token expired");
+  const samples = await scrape(relay);
+  assert.equal(samples.get('websocket_disconnections_total{reason="token_expired"}'), 1);
+});
+
+Deno.test("auth jwt: the channels claim limits subscribe and publish", async () => {
+  await using relay = await startTestRelay({
+    websocket: { protocol: "json" },
+    auth: { mode: "jwt", jwt: { ...jwtDefaults(), secret: SECRET } },
+  });
+  const token = await hs256({ channels: ["process:*", "runs.?"] }, "1h");
+  const client = await TestClient.connect(relay, `/?token=${token}`);
+  const ask = async (command: unknown) => {
+    client.send(JSON.stringify(command));
+    return JSON.parse(await client.next() as string);
+  };
+  assert.equal((await ask({ type: "subscribe", channel: "process:proc-1" })).type, "subscribed");
+  assert.equal((await ask({ type: "subscribe", channel: "runs.7" })).type, "subscribed");
+  const denied = await ask({ type: "subscribe", channel: "runs.17", id: 1 });
+  assert.deepEqual([denied.code, denied.id], ["forbidden", 1]);
+  assert.equal((await ask({ type: "publish", channel: "admin", data: 1 })).code, "forbidden");
+  const bad = await hs256({ channels: "process:*" }, "1h");
+  assert.equal(await upgradeStatus(relay, `/?token=${bad}`), 401);
+  await client.close();
+});
+
+function jwtDefaults() {
+  return { algorithm: "HS256" as const, secret: "", public_key_file: "", issuer: "", audience: "" };
+}
+
+Deno.test("rate limit in raw mode closes with 1008; in json mode drops with an error envelope", async () => {
+  const limit = { messages_per_second: 0.001, burst: 2 };
+  {
+    await using relay = await startTestRelay({ websocket: { rate_limit: limit } });
+    const [client, observer] = await Promise.all([1, 2].map(() => TestClient.connect(relay)));
+    for (let i = 0; i < 3; i++) client.send(`m${i}`);
+    assert.equal((await client.closed).code, 1008);
+    // The first two were relayed; the third was not.
+    relay.hub.broadcast("after");
+    assert.deepEqual([await observer.next(), await observer.next()], ["m0", "m1"]);
+    assert.equal(await observer.next(), "after");
+    await observer.close();
+    const samples = await scrape(relay);
+    assert.equal(samples.get('websocket_disconnections_total{reason="rate_limited"}'), 1);
+  }
+  {
+    await using relay = await startTestRelay({
+      websocket: { protocol: "json", rate_limit: limit },
+    });
+    const client = await TestClient.connect(relay);
+    for (let i = 0; i < 3; i++) client.send(JSON.stringify({ type: "ping", id: i }));
+    assert.deepEqual(JSON.parse(await client.next() as string), { type: "pong", id: 0 });
+    assert.deepEqual(JSON.parse(await client.next() as string), { type: "pong", id: 1 });
+    const error = JSON.parse(await client.next() as string);
+    assert.equal(error.code, "rate_limited");
+    assert.equal(client.socket.readyState, WebSocket.OPEN);
+    const samples = await scrape(relay);
+    assert.equal(samples.get('websocket_protocol_errors_total{code="rate_limited"}'), 1);
+    const gone = nextEvent(relay.hub, "disconnect");
+    await client.close();
+    await gone;
+  }
+});
