@@ -99,27 +99,30 @@ function validate(body: unknown, websocket: Config["websocket"]): Publication[] 
     if (typeof item !== "object" || item === null || Array.isArray(item)) {
       return `${batch ? `[${i}]` : "body"}: expected an object with channel and data`;
     }
-    const { channel = "", data } = item as Record<string, unknown>;
+    const { channel, data } = item as Record<string, unknown>;
     if (!("data" in item)) return `${at}data: required`;
     const problem = channelProblem(channel, websocket);
     if (problem !== undefined) return `${at}channel: ${problem}`;
-    publications.push({ channel: channel as string, data });
+    publications.push({ channel: (channel ?? "") as string, data });
   }
   return publications;
 }
 
 /** What is wrong with `channel` for this relay's mode, if anything. */
 function channelProblem(channel: unknown, websocket: Config["websocket"]): string | undefined {
+  if (channel === undefined && !(websocket.protocol === "raw" && websocket.rooms === "none")) {
+    return "required";
+  }
   if (websocket.protocol === "json") {
     return isChannelName(channel as string) ? undefined : channelNameProblem(channel);
   }
-  if (typeof channel !== "string") return "channel must be a string";
+  if (channel !== undefined && typeof channel !== "string") return "channel must be a string";
   if (websocket.rooms === "none") {
-    return channel === ""
+    return channel === undefined || channel === ""
       ? undefined
       : "with websocket.rooms: none every client is in one room; leave channel out";
   }
-  return channel.startsWith("/")
+  return (channel as string).startsWith("/")
     ? undefined
     : 'with websocket.rooms: path a channel is a path like "/runs/42/stream"';
 }

@@ -66,6 +66,11 @@ export interface ReconnectingClientOptions {
   onDisconnect?(event: { code: number; reason: string }): void;
   /** When a connection opens after a drop, with the attempt that succeeded (1 is the first). */
   onReconnect?(attempt: number): void;
+  /**
+   * When the relay confirms a (re)subscription; messages published from then
+   * on will arrive. `recovered` is set on resubscriptions.
+   */
+  onSubscribed?(channel: string, recovered: boolean | undefined): void;
   /** Each channel message, once, in `seq` order. */
   onMessage?(message: ChannelMessage): void;
   /** The relay could not replay everything since the last seen `seq`: resync `channel`. */
@@ -230,7 +235,7 @@ export class ReconnectingClient {
           if (!fresh) this.#options.onResync?.(envelope.channel);
         }
         position.epoch = envelope.epoch;
-        return;
+        return this.#options.onSubscribed?.(envelope.channel, envelope.recovered);
       }
       case "error":
         return this.#options.onError?.({

@@ -170,3 +170,53 @@ export async function commandWorks(name: string, args: string[]): Promise<boolea
     return false;
   }
 }
+
+/** A TCP proxy on loopback whose connections can be cut, to drop a network path on demand. */
+export class CuttableProxy implements AsyncDisposable {
+  readonly port: number;
+  readonly #listener: Deno.Listener;
+  readonly #conns = new Set<Deno.Conn>();
+  readonly #accepting: Promise<void>;
+
+  constructor(targetPort: number) {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.port = (this.#listener.addr as Deno.NetAddr).port;
+    this.#accepting = this.#accept(targetPort);
+  }
+
+  /** Connections open through the proxy right now. */
+  get connections(): number {
+    return this.#conns.size / 2;
+  }
+
+  /** Closes every connection through the proxy at once, as a network drop would. */
+  cut(): void {
+    for (const conn of this.#conns) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed by the other direction.
+      }
+    }
+    this.#conns.clear();
+  }
+
+  async #accept(targetPort: number): Promise<void> {
+    for await (const inbound of this.#listener) {
+      const outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+      this.#conns.add(inbound).add(outbound);
+      const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+        await from.readable.pipeTo(to.writable).catch(() => {});
+        this.#conns.delete(from);
+      };
+      pipe(inbound, outbound);
+      pipe(outbound, inbound);
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#listener.close();
+    this.cut();
+    await this.#accepting.catch(() => {});
+  }
+}

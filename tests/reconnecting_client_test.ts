@@ -1,0 +1,177 @@
+import assert from "node:assert/strict";
+import {
+  type ChannelMessage,
+  type Clock,
+  ReconnectingClient,
+  type ReconnectingClientOptions,
+} from "../reconnecting_client.ts";
+import { CuttableProxy, startTestRelay } from "./helpers.ts";
+import { RelayProcess } from "./process.ts";
+
+/** A clock whose timers run only when the test says so. */
+class ManualClock implements Clock {
+  readonly delays: number[] = [];
+  #pending: (() => void)[] = [];
+  random = () => 0.5;
+  setTimeout(callback: () => void, ms: number): unknown {
+    this.delays.push(ms);
+    this.#pending.push(callback);
+    return this.#pending.length;
+  }
+  clearTimeout(): void {
+    this.#pending = [];
+  }
+  /** Runs the timers due so far. */
+  fire(): void {
+    const due = this.#pending;
+    this.#pending = [];
+    for (const callback of due) callback();
+  }
+}
+
+/** A WebSocket stand-in that never connects: every socket closes at once with 1006. */
+function refusingSocket(): typeof WebSocket {
+  return class {
+    onclose?: (event: { code: number; reason: string }) => void;
+    constructor() {
+      queueMicrotask(() => this.onclose?.({ code: 1006, reason: "" }));
+    }
+    close() {}
+  } as unknown as typeof WebSocket;
+}
+
+Deno.test("ReconnectingClient backs off exponentially with jitter, capped, and gives up after maxRetries", async () => {
+  const clock = new ManualClock();
+  const gaveUp = Promise.withResolvers<void>();
+  const client = new ReconnectingClient("ws://unused/", {
+    clock,
+    WebSocket: refusingSocket(),
+    maxRetries: 7,
+    onGiveUp: () => gaveUp.resolve(),
+  });
+  assert.equal(client.state, "connecting");
+  for (let i = 0; i < 7; i++) {
+    while (clock.delays.length === i) await Promise.resolve();
+    assert.equal(client.state, "disconnected");
+    clock.fire();
+  }
+  await gaveUp.promise;
+  // random() = 0.5: three quarters of min(30 s, 1 s * 2^(n-1)).
+  assert.deepEqual(clock.delays, [750, 1500, 3000, 6000, 12000, 22500, 22500]);
+  assert.throws(() => client.send("x"), /ReconnectingClient is disconnected: cannot send/);
+  // Jitter spans half the ceiling to all of it.
+  clock.random = () => 0;
+  assert.equal(client.delayFor(3), 2000);
+  clock.random = () => 0.999999;
+  assert.ok(client.delayFor(3) > 3999 && client.delayFor(3) < 4000);
+  client.close();
+});
+
+/** A client that records what the application sees, and waits for it. */
+function recorder(url: string, options: ReconnectingClientOptions = {}) {
+  const seen: number[] = [];
+  const resyncs: string[] = [];
+  let waiting: { count: number; resolve: () => void } | undefined;
+  const connected = { count: 0, next: Promise.withResolvers<void>() };
+  const subscribed = { next: Promise.withResolvers<boolean | undefined>() };
+  const client = new ReconnectingClient(url, {
+    initialDelayMs: 5,
+    maxDelayMs: 20,
+    ...options,
+    onConnect() {
+      connected.count++;
+      connected.next.resolve();
+      connected.next = Promise.withResolvers();
+    },
+    onMessage(message: ChannelMessage) {
+      seen.push(message.data as number);
+      if (waiting && seen.length >= waiting.count) waiting.resolve();
+    },
+    onResync: (channel) => resyncs.push(channel),
+    onSubscribed(_channel, recovered) {
+      subscribed.next.resolve(recovered);
+      subscribed.next = Promise.withResolvers();
+    },
+  });
+  return {
+    client,
+    seen,
+    resyncs,
+    connected,
+    subscribed,
+    /** Resolves once `count` messages have been seen in total. */
+    until(count: number): Promise<void> {
+      if (seen.length >= count) return Promise.resolve();
+      const { promise, resolve } = Promise.withResolvers<void>();
+      waiting = { count, resolve };
+      return promise;
+    },
+  };
+}
+
+Deno.test("ReconnectingClient sees every message exactly once across network drops", async () => {
+  await using relay = await startTestRelay({ websocket: { protocol: "json" } });
+  await using proxy = new CuttableProxy(relay.addr.port);
+  const app = recorder(`ws://127.0.0.1:${proxy.port}/`);
+  app.client.subscribe("numbers");
+  await app.subscribed.next.promise;
+  const total = 300;
+  for (let n = 1; n <= total; n++) {
+    await relay.hub.publish("numbers", n);
+    // Drop the path three times mid-stream; publishing goes on meanwhile.
+    if (n % 75 === 0) {
+      await app.until(n - 30);
+      proxy.cut();
+    }
+  }
+  await app.until(total);
+  assert.deepEqual(app.seen, Array.from({ length: total }, (_, i) => i + 1));
+  assert.ok(
+    app.connected.count >= 4,
+    `reconnected after each drop (${app.connected.count} connects)`,
+  );
+  assert.deepEqual(app.resyncs, []);
+  app.client.close();
+});
+
+Deno.test("ReconnectingClient learns recovered: false when the relay restarted and its history is gone", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A fixed port, so the restarted relay is where the client reconnects.
+    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = (probe.addr as Deno.NetAddr).port;
+    probe.close();
+    await Deno.writeTextFile(
+      `${dir}/config.yaml`,
+      `server: {host: 127.0.0.1, port: ${port}}\nwebsocket: {protocol: json}\n` +
+        `metrics: {enabled: false}\nauth: {publish_keys: [k]}\n`,
+    );
+    const start = () => RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
+    const publish = (url: string, data: number) =>
+      fetch(`${url.replace("ws", "http")}api/publish`, {
+        method: "POST",
+        headers: { authorization: "Bearer k" },
+        body: JSON.stringify({ channel: "numbers", data }),
+      }).then((r) => r.json());
+
+    let { relay, url } = await start();
+    const app = recorder(url);
+    app.client.subscribe("numbers");
+    await app.subscribed.next.promise;
+    for (let n = 1; n <= 5; n++) await publish(url, n);
+    await app.until(5);
+    const resubscribed = app.subscribed.next.promise;
+    relay.child.kill("SIGTERM");
+    assert.equal(await relay.exit(), 0);
+    ({ relay, url } = await start());
+    await using _ = relay;
+    assert.equal(await resubscribed, false);
+    assert.deepEqual(await publish(url, 6), { messages: 1, delivered: 1 });
+    await app.until(6);
+    assert.deepEqual(app.resyncs, ["numbers"]);
+    assert.deepEqual(app.seen.slice(0, 6), [1, 2, 3, 4, 5, 6]);
+    app.client.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
