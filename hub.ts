@@ -188,6 +188,24 @@ export class Hub extends EventTarget implements ClientHost {
     return this.#clients.size;
   }
 
+  /** Calls `hook` for each client that connects; returns a function that stops it. */
+  onConnect(hook: (client: Client) => void): () => void {
+    const listener = (event: Event) =>
+      hook((event as CustomEvent<ClientEventDetail>).detail.client);
+    this.addEventListener("connect", listener);
+    return () => this.removeEventListener("connect", listener);
+  }
+
+  /** Calls `hook` for each client that leaves, with why; returns a function that stops it. */
+  onDisconnect(hook: (client: Client, reason: DisconnectReason) => void): () => void {
+    const listener = (event: Event) => {
+      const { client, reason } = (event as CustomEvent<ClientEventDetail>).detail;
+      hook(client, reason!);
+    };
+    this.addEventListener("disconnect", listener);
+    return () => this.removeEventListener("disconnect", listener);
+  }
+
   /** Queues `client` to join (its room, in `raw` mode). */
   register(client: Client): void {
     this.#push({ kind: "register", client });

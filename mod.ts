@@ -1,6 +1,8 @@
 /**
  * The relay as a library, for programs that embed it: start a relay from a
- * config, publish to its rooms from TypeScript, watch clients come and go.
+ * config (or mount its handler on your own `Deno.serve`), publish to its
+ * channels from TypeScript, watch clients come and go, and connect to it
+ * with {@link ReconnectingClient}.
  *
  * @example
  * ```ts
@@ -9,13 +11,25 @@
  * config.server.port = 0;
  * config.metrics.enabled = false;
  * await using relay = await startRelay(config);
- * relay.hub.addEventListener("connect", () => relay.hub.broadcast("welcome"));
+ * relay.hub.addEventListener("connect", () => relay.hub.publish("", "welcome"));
  * ```
  * @module
  */
 export { type Config, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from "./config.ts";
 export { type BroadcastOptions, type ClientEventDetail, Hub, type HubOptions } from "./hub.ts";
 export { type Client, CloseCode } from "./client.ts";
-export { type Relay, RelayStartError, startRelay } from "./server.ts";
+export {
+  createRelayHandler,
+  type Relay,
+  type RelayHandler,
+  RelayStartError,
+  startRelay,
+} from "./server.ts";
+export {
+  type ChannelMessage,
+  type ConnectionState,
+  ReconnectingClient,
+  type ReconnectingClientOptions,
+} from "./reconnecting_client.ts";
 export { type DisconnectReason, RelayStats } from "./stats.ts";
 export { VERSION } from "./version.ts";

@@ -112,3 +112,60 @@ Deno.test("cluster: a port in use fails the start with RelayStartError", async (
   const config = testConfig({ server: { workers: 2, port: taken.addr.port } });
   await assert.rejects(startRelay(config), RelayStartError);
 });
+
+Deno.test("cluster json: one seq order per channel on every worker, and recovery on any worker", async () => {
+  await using relay = await startTestRelay({
+    server: { workers: 2 },
+    websocket: { protocol: "json" },
+  });
+  const clients: TestClient[] = [];
+  // Subscribed clients until both workers have some; the subscribed reply means registered.
+  while (clients.length < 6 || perWorker(await scrape(relay)).some((n) => n === 0)) {
+    const client = await TestClient.open(relay.url);
+    client.send(JSON.stringify({ type: "subscribe", channel: "jobs" }));
+    assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+    clients.push(client);
+  }
+  // Publishers on both workers, and the main thread, at once.
+  clients.forEach((client, i) => {
+    for (let k = 0; k < 3; k++) {
+      client.send(JSON.stringify({ type: "publish", channel: "jobs", data: `${i}.${k}` }));
+    }
+  });
+  await relay.hub.publish("jobs", "main");
+  const total = clients.length * 3 + 1;
+  const streams = await Promise.all(clients.map(async (client) => {
+    const stream = [];
+    for (let i = 0; i < total; i++) {
+      const { seq, data } = JSON.parse(await client.next() as string);
+      stream.push(`${seq}:${data}`);
+    }
+    return stream;
+  }));
+  // Every client saw the same messages with the same seqs, 1..total in order.
+  for (const stream of streams) assert.deepEqual(stream, streams[0]);
+  assert.deepEqual(
+    streams[0].map((entry) => Number(entry.split(":")[0])),
+    [
+      ...Array(total).keys(),
+    ].map((i) => i + 1),
+  );
+  // Per publisher, its own order.
+  for (let i = 0; i < clients.length; i++) {
+    const mine = streams[0].filter((entry) => entry.split(":")[1].startsWith(`${i}.`));
+    assert.deepEqual(mine.map((entry) => entry.split(":")[1]), [`${i}.0`, `${i}.1`, `${i}.2`]);
+  }
+  // Late clients on either worker recover the last messages from their worker's replica.
+  const late = await Promise.all([1, 2, 3, 4].map(() => TestClient.open(relay.url)));
+  for (const client of late) {
+    client.send(JSON.stringify({ type: "subscribe", channel: "jobs", since: total - 2 }));
+    const reply = JSON.parse(await client.next() as string);
+    assert.equal(reply.recovered, true);
+    const replayed = [
+      JSON.parse(await client.next() as string),
+      JSON.parse(await client.next() as string),
+    ];
+    assert.deepEqual(replayed.map((m) => `${m.seq}:${m.data}`), streams[0].slice(-2));
+  }
+  await Promise.all([...clients, ...late].map((c) => c.close()));
+});

@@ -164,3 +164,34 @@ Deno.test("parseDuration() reads Go durations and rejects anything else", () => 
   assert.equal(durationMs("2s"), 2000);
   assert.throws(() => durationMs("soon"), RangeError);
 });
+
+Deno.test("parseConfig() checks channels, auth, rate limit and workers", () => {
+  fails(
+    "websocket:\n  protocol: xml\n",
+    'config.yaml:2:13: websocket.protocol: expected raw or json, got "xml"',
+  );
+  fails(
+    "auth:\n  mode: api_key\n",
+    /^config.yaml:2:3: auth.api_keys: required when auth.mode is api_key$/,
+  );
+  fails("auth:\n  mode: jwt\n", /auth.jwt.secret: required when auth.mode is jwt with HS256/);
+  fails(
+    "auth:\n  mode: jwt\n  jwt:\n    algorithm: RS256\n",
+    /auth.jwt.public_key_file: required when auth.mode is jwt with RS256/,
+  );
+  fails(
+    "auth:\n  jwt:\n    algorithm: none\n",
+    /auth.jwt.algorithm: expected one of HS256, RS256, ES256/,
+  );
+  fails(
+    "websocket:\n  rate_limit:\n    messages_per_second: -1\n",
+    /expected 0 \(off\) or more, got -1/,
+  );
+  fails("server:\n  workers: 0\n", /server.workers: expected an integer 1-1024, got 0/);
+  fails("channels:\n  history_ttl: forever\n", /channels.history_ttl: expected a duration/);
+  const config = parseConfig("", {
+    env: { RELAY_AUTH_MODE: "api_key", RELAY_AUTH_API_KEYS: "a, b", RELAY_SERVER_WORKERS: "4" },
+  });
+  assert.deepEqual(config.auth.api_keys, ["a", "b"]);
+  assert.equal(config.server.workers, 4);
+});

@@ -116,6 +116,9 @@ Deno.test("publish API in raw mode: path rooms are channels; rooms: none takes n
 Deno.test("createRelayHandler() mounts the relay on the embedding program's own Deno.serve", async () => {
   const config = testConfig({ websocket: { protocol: "json" } });
   const relay = await createRelayHandler(config);
+  const events: string[] = [];
+  relay.hub.onConnect((client) => events.push(`connect ${client.id}`));
+  const stop = relay.hub.onDisconnect((client, reason) => events.push(`${reason} ${client.id}`));
   await using server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     (request, info) =>
@@ -132,4 +135,6 @@ Deno.test("createRelayHandler() mounts the relay on the embedding program's own 
   assert.equal(JSON.parse(await client.next() as string).data, "from the embedding program");
   assert.equal(await relay.drain(), 0);
   assert.equal((await client.closed).code, 1001);
+  assert.match(events.join(), /^connect (\w+),shutdown \1$/);
+  stop();
 });
