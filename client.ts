@@ -74,6 +74,9 @@ export const CloseCode = {
 /** The reason text Deno puts on the close event when a ping went unanswered. */
 const DENO_IDLE_TIMEOUT_REASON = "No response from ping frame.";
 
+/** The longest delay a timer can take. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The outcome of {@link Client.send}. */
 export type SendResult = "sent" | "closed" | "over_budget";
 
@@ -103,6 +106,7 @@ export class Client {
   readonly #bucket: TokenBucket | undefined;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #closeReason: DisconnectReason | undefined;
+  #closeOnOpen: [code: number, text: string] | undefined;
   #failed = false;
   /** Open and not yet closed by either side; tracked here to keep `send` cheap. */
   #open = false;
@@ -125,11 +129,7 @@ export class Client {
     this.json = protocol === "json";
     this.#allowed = channels;
     this.#bucket = rateLimit && new TokenBucket(rateLimit.perSecond, rateLimit.burst);
-    if (expiresAt !== undefined) {
-      this.#expiryTimer = setTimeout(() => {
-        this.close(CloseCode.TOKEN_EXPIRED, "token_expired", "token expired");
-      }, Math.max(0, expiresAt - Date.now()));
-    }
+    if (expiresAt !== undefined) this.#expireAt(expiresAt);
     this.remoteAddress = remoteAddress;
     this.#socket = socket;
     this.#host = host;
@@ -179,9 +179,9 @@ export class Client {
     this.#closeReason = reason;
     this.#open = false;
     const socket = this.#socket;
-    if (socket.readyState === WebSocket.OPEN || socket.readyState === WebSocket.CONNECTING) {
-      socket.close(code, text);
-    }
+    if (socket.readyState === WebSocket.OPEN) socket.close(code, text);
+    // Before the handshake completes the close waits for it (see "open").
+    else if (socket.readyState === WebSocket.CONNECTING) this.#closeOnOpen = [code, text];
   }
 
   /** Routes the socket's events; public only because the DOM calls it. */
@@ -190,6 +190,7 @@ export class Client {
       case "message":
         return this.#onMessage((event as MessageEvent).data);
       case "open":
+        if (this.#closeOnOpen !== undefined) return this.#socket.close(...this.#closeOnOpen);
         this.#open = true;
         return this.#host.register(this);
       case "error":
@@ -208,6 +209,19 @@ export class Client {
     if (this.send(text, utf8Length(text)) === "over_budget") {
       this.close(CloseCode.TRY_AGAIN_LATER, "slow_consumer", "send buffer full");
     }
+  }
+
+  /**
+   * Closes the client with 4001 at `expiresAt`. Timers cannot wait longer
+   * than 2^31-1 ms (about 24.8 days; longer fires at once), so a far expiry
+   * is reached in steps.
+   */
+  #expireAt(expiresAt: number): void {
+    const wait = expiresAt - Date.now();
+    this.#expiryTimer = setTimeout(() => {
+      if (wait > MAX_TIMER_MS) return this.#expireAt(expiresAt);
+      this.close(CloseCode.TOKEN_EXPIRED, "token_expired", "token expired");
+    }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
   }
 
   #onMessage(data: string | ArrayBuffer): void {

@@ -175,3 +175,38 @@ Deno.test("ReconnectingClient learns recovered: false when the relay restarted a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ReconnectingClient: unsubscribe stops a channel, errors reach onError, close() stops for good", async () => {
+  await using relay = await startTestRelay({ websocket: { protocol: "json" } });
+  const errors: string[] = [];
+  const disconnected = Promise.withResolvers<number>();
+  const app = recorder(relay.url, {
+    onError: (error) => errors.push(`${error.code}: ${error.message}`),
+    onDisconnect: (event) => disconnected.resolve(event.code),
+  });
+  app.client.subscribe("a");
+  app.client.subscribe("a");
+  await app.subscribed.next.promise;
+  app.client.subscribe("b");
+  await app.subscribed.next.promise;
+  app.client.unsubscribe("a");
+  app.client.unsubscribe("never");
+  app.client.publish("b", 1);
+  await app.until(1);
+  // Published after the unsubscribe was sent: "a" is not delivered, "b" is.
+  app.client.publish("a", 2);
+  app.client.publish("b", 3);
+  await app.until(2);
+  assert.deepEqual(app.seen, [1, 3]);
+  app.client.publish("bad name", 4);
+  app.client.send(JSON.stringify({ type: "ping" }));
+  app.client.publish("b", 5);
+  await app.until(3);
+  assert.deepEqual(errors, [
+    'bad_channel: channel "bad name" may only contain A-Z a-z 0-9 _ - . :',
+  ]);
+  assert.equal(app.client.state, "connected");
+  app.client.close();
+  assert.equal(await disconnected.promise, 1000);
+  assert.equal(app.client.state, "disconnected");
+});
