@@ -307,7 +307,7 @@ export class Hub extends EventTarget implements ClientHost {
       case "broadcast": {
         this.stats.messages++;
         const { from, room, data, bytes } = event;
-        const delivered = this.#fanOut(room, data, bytes, this.#echo ? undefined : from?.id);
+        const delivered = this.#fanOut(room, data, bytes, this.#echo ? undefined : from);
         event.done?.(delivered);
         if (this.#link !== undefined) {
           this.#outbox.push({ room, data, bytes });
@@ -365,7 +365,7 @@ export class Hub extends EventTarget implements ClientHost {
         return client.reply(encodeUnsubscribed(command.channel, command.id));
       }
       case "publish":
-        this.#publishJson(command.channel, command.data, client.id);
+        this.#publishJson(command.channel, command.data, client);
     }
   }
 
@@ -394,8 +394,9 @@ export class Hub extends EventTarget implements ClientHost {
    * Numbers, keeps and delivers a `json` publish, or passes it to the hub
    * that sequences its channel. Returns this hub's deliveries.
    */
-  #publishJson(name: string, data: string, sender?: string, origin?: number): number {
+  #publishJson(name: string, data: string, sender?: Client | string, origin?: number): number {
     const owner = this.#sequencer(name);
+    const senderId = typeof sender === "string" ? sender : sender?.id;
     if (owner !== undefined) {
       const requests = this.#requests.get(owner) ?? [];
       this.#requests.set(owner, requests);
@@ -405,7 +406,7 @@ export class Hub extends EventTarget implements ClientHost {
         bytes: 0,
         request: true,
         origin: this.#link!.index,
-        sender,
+        sender: senderId,
       });
       return 0;
     }
@@ -416,13 +417,19 @@ export class Hub extends EventTarget implements ClientHost {
     const frame = encodeMessage(name, data, seq, time);
     const bytes = utf8Length(frame);
     channel.history?.push({ seq, time, frame });
-    const skip = this.#echo || (origin !== undefined && origin !== this.#link?.index)
-      ? undefined
-      : sender;
+    const skip = this.#echo ? undefined : this.#local(name, sender, origin);
     const delivered = this.#fanOut(name, frame, bytes, skip);
     if (this.#link !== undefined) {
       const from = origin ?? this.#link.index;
-      this.#outbox.push({ room: name, data: frame, bytes, seq, time, origin: from, sender });
+      this.#outbox.push({
+        room: name,
+        data: frame,
+        bytes,
+        seq,
+        time,
+        origin: from,
+        sender: senderId,
+      });
     }
     this.#dropIfUnused(name, channel);
     return delivered;
@@ -444,7 +451,7 @@ export class Hub extends EventTarget implements ClientHost {
       this.#publishJson(room, data as string, sender, origin);
       return;
     }
-    const skip = !this.#echo && origin === this.#link?.index ? sender : undefined;
+    const skip = this.#echo ? undefined : this.#local(room, sender, origin);
     if (seq !== undefined) {
       // A replica of the sequencing hub's history, so clients here recover locally.
       const channel = this.#channel(room);
@@ -457,13 +464,27 @@ export class Hub extends EventTarget implements ClientHost {
     this.#fanOut(room, data, bytes, skip);
   }
 
-  /** Sends to every member of `room` but `skip` (a client id); returns how many got it. */
-  #fanOut(room: string, data: string | ArrayBuffer, bytes: number, skip?: string): number {
+  /**
+   * The client of this hub that sent a message, to skip when echo is off.
+   * Other workers name it by id, unique per worker only (hence the origin
+   * check); finding it scans the room once per message, and only then.
+   */
+  #local(room: string, sender: Client | string | undefined, origin?: number): Client | undefined {
+    if (typeof sender !== "string") return origin === undefined ? sender : undefined;
+    if (origin !== this.#link?.index) return undefined;
+    for (const member of this.#channels.get(room)?.members ?? []) {
+      if (member.id === sender) return member;
+    }
+    return undefined;
+  }
+
+  /** Sends to every member of `room` but `skip`; returns how many got it. */
+  #fanOut(room: string, data: string | ArrayBuffer, bytes: number, skip?: Client): number {
     const members = this.#channels.get(room)?.members;
     if (members === undefined) return 0;
     let delivered = 0;
     for (const target of members) {
-      if (target.id === skip) continue;
+      if (target === skip) continue;
       const result = target.send(data, bytes);
       if (result === "sent") delivered++;
       else if (result === "over_budget") this.#close(target, "slow_consumer");

@@ -169,3 +169,35 @@ Deno.test("cluster json: one seq order per channel on every worker, and recovery
   }
   await Promise.all([...clients, ...late].map((c) => c.close()));
 });
+
+Deno.test("cluster json with echo: false: a publisher never gets its own message, whichever worker numbers the channel", async () => {
+  await using relay = await startTestRelay({
+    server: { workers: 2 },
+    websocket: { protocol: "json", echo: false },
+  });
+  const channels = ["c0", "c1", "c2", "c3", "c4", "c5"];
+  const clients: TestClient[] = [];
+  while (clients.length < 4 || perWorker(await scrape(relay)).some((n) => n === 0)) {
+    const client = await TestClient.open(relay.url);
+    for (const channel of channels) {
+      client.send(JSON.stringify({ type: "subscribe", channel }));
+      assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+    }
+    clients.push(client);
+  }
+  clients.forEach((client, i) => {
+    for (const channel of channels) {
+      client.send(JSON.stringify({ type: "publish", channel, data: i }));
+    }
+  });
+  for (const [i, client] of clients.entries()) {
+    const senders = [];
+    for (let k = 0; k < (clients.length - 1) * channels.length; k++) {
+      senders.push(JSON.parse(await client.next() as string).data);
+    }
+    assert.ok(!senders.includes(i), `client ${i} got its own message`);
+    client.send(JSON.stringify({ type: "ping" }));
+    assert.equal(JSON.parse(await client.next() as string).type, "pong", "and nothing else");
+  }
+  await Promise.all(clients.map((c) => c.close()));
+});
