@@ -59,6 +59,7 @@ const serverSchema = z.strictObject({
   shutdown_timeout: duration().default("10s"),
   workers: intIn(1, 1024).default(1),
   serve_example: bool().default(false),
+  trust_proxy: bool().default(false),
 });
 
 const websocketSchema = z.strictObject({

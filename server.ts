@@ -159,7 +159,7 @@ export async function createRelayHandler(
     const checked = await auth.check(request);
     if (!checked.ok) {
       log.info("refused {remote}: {reason}", {
-        remote: remoteAddress(request, info),
+        remote: remoteAddress(request, info, serverConfig.trust_proxy),
         reason: checked.reason,
       });
       return reject(401, checked.reason, `Unauthorized: ${checked.message}`, {
@@ -174,7 +174,7 @@ export async function createRelayHandler(
     }
     // The request is consumed by the upgrade: read what we need first.
     const room = websocket.rooms === "path" ? new URL(request.url).pathname : "";
-    const remote = remoteAddress(request, info);
+    const remote = remoteAddress(request, info, serverConfig.trust_proxy);
     let upgraded;
     try {
       upgraded = Deno.upgradeWebSocket(request, {
@@ -400,8 +400,19 @@ async function readExample(): Promise<
   return files;
 }
 
-/** The peer's address, for logs. */
-function remoteAddress(_request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): string {
+/**
+ * The peer's address, for logs. Behind a proxy (`trust_proxy`) it is the
+ * last `X-Forwarded-For` entry: the one our proxy added, which a client
+ * cannot forge (entries before it can be anything the client sent).
+ */
+function remoteAddress(
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  trustProxy: boolean,
+): string {
+  const forwarded = trustProxy ? request.headers.get("x-forwarded-for") : null;
+  const last = forwarded?.split(",").at(-1)?.trim();
+  if (last) return last;
   const { hostname, port } = info.remoteAddr;
   return `${formatHost(hostname)}:${port}`;
 }

@@ -175,3 +175,20 @@ Deno.test("metrics port answers 404 off its path", async () => {
   assert.equal(response.status, 404);
   await response.body?.cancel();
 });
+
+Deno.test("server takes the client address from X-Forwarded-For only with trust_proxy", async () => {
+  for (const trust of [false, true]) {
+    await using relay = await startTestRelay({ server: { trust_proxy: trust } });
+    const registered = nextEvent(relay.hub, "connect");
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port });
+    await RawWebSocket.handshake(conn, {
+      headers: { "X-Forwarded-For": "198.51.100.7, 203.0.113.9" },
+    });
+    const { client } = (await registered).detail;
+    if (trust) assert.equal(client.remoteAddress, "203.0.113.9");
+    else assert.match(client.remoteAddress, /^127\.0\.0\.1:\d+$/);
+    const gone = nextEvent(relay.hub, "disconnect");
+    conn.close();
+    await gone;
+  }
+});

@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { commandWorks } from "./helpers.ts";
+
+const UNIT = new URL("../deploy/relay.service", import.meta.url).pathname;
+
+Deno.test({
+  name: "deploy/relay.service passes systemd-analyze verify (needs systemd-analyze)",
+  ignore: !(await commandWorks("systemd-analyze", ["--version"])),
+  async fn() {
+    // verify checks that ExecStart exists: point it at a stand-in binary.
+    const dir = await Deno.makeTempDir();
+    try {
+      const unit = (await Deno.readTextFile(UNIT)).replace("/usr/local/bin/relay", "/bin/true");
+      await Deno.writeTextFile(`${dir}/relay.service`, unit);
+      const output = await new Deno.Command("systemd-analyze", {
+        args: ["verify", `${dir}/relay.service`],
+        env: { SYSTEMD_LOG_COLOR: "0" },
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      // Lines about other units on this host are not ours to judge.
+      const ours = stderr.split("\n").filter((line) => line.includes("relay.service"));
+      assert.deepEqual(ours, [], stderr);
+      assert.ok(output.success, stderr);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("deploy/relay.service has the hardening and limits the README promises", async () => {
+  const unit = await Deno.readTextFile(UNIT);
+  for (
+    const line of [
+      "Type=exec",
+      "DynamicUser=yes",
+      "ProtectSystem=strict",
+      "NoNewPrivileges=yes",
+      "LimitNOFILE=65536",
+      "Restart=on-failure",
+      "ExecStart=/usr/local/bin/relay -config-file /etc/relay/config.yaml",
+      "Environment=RELAY_LOG_FORMAT=json",
+      "# AmbientCapabilities=CAP_NET_BIND_SERVICE",
+    ]
+  ) {
+    assert.ok(unit.split("\n").includes(line), `missing: ${line}`);
+  }
+});
