@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { commandWorks } from "./helpers.ts";
+import { commandWorks, startTestRelay } from "./helpers.ts";
 
 const UNIT = new URL("../deploy/relay.service", import.meta.url).pathname;
 
@@ -44,4 +44,25 @@ Deno.test("deploy/relay.service has the hardening and limits the README promises
   ) {
     assert.ok(unit.split("\n").includes(line), `missing: ${line}`);
   }
+});
+
+Deno.test("deploy/grafana-dashboard.json queries only metrics the relay exposes", async () => {
+  const dashboard = JSON.parse(
+    await Deno.readTextFile(new URL("../deploy/grafana-dashboard.json", import.meta.url)),
+  );
+  await using relay = await startTestRelay({ server: { workers: 2 } });
+  // Declared metrics, with or without samples yet (a labelled counter has none until counted).
+  const { hostname, port } = relay.metricsAddr!;
+  const text = await (await fetch(`http://${hostname}:${port}/metrics`)).text();
+  const exposed = new Set([...text.matchAll(/^# TYPE (\S+)/gm)].map(([, name]) => name));
+  const queried = new Set<string>();
+  for (const panel of dashboard.panels) {
+    for (const { expr } of panel.targets) {
+      for (const [name] of expr.matchAll(/\b(?:websocket|relay|process)_[a-z_]+\b/g)) {
+        queried.add(name);
+      }
+    }
+  }
+  assert.ok(queried.size >= 10);
+  for (const name of queried) assert.ok(exposed.has(name), `${name} is not exposed`);
 });

@@ -206,3 +206,11 @@ Deno.test("relay with server.workers: 2 runs under its runtime flags and exits 0
     assert.equal(await relay.exit(), 0);
   });
 });
+
+Deno.test("relay -check accepts the Go relay's config file unchanged", async () => {
+  const file = new URL("./fixtures/go-relay-config.yaml", import.meta.url).pathname;
+  const { code, stdout, stderr } = await runRelay(["-config-file", file, "-check"]);
+  assert.equal(code, 0, stderr);
+  assert.match(stdout, /^# effective config from .*go-relay-config\.yaml\n/);
+  assert.match(stdout, /\n {2}port: 8443\n/);
+});
