@@ -68,12 +68,19 @@ const log = getLogger(["relay", "cluster"]);
 export function meshLink(index: number, ports: (MessagePort | undefined)[]): HubLink {
   const peers = ports.filter((port) => port !== undefined);
   const last = peers.length - 1;
+  const count = ports.length;
   return {
     index,
-    count: ports.length,
     forward(messages: RelayMessage[], transferable: ArrayBuffer[]) {
       for (let i = 0; i < last; i++) peers[i].postMessage(messages);
       peers[last].postMessage(messages, transferable);
+    },
+    // Each channel is numbered by one worker, picked by a hash of its name.
+    sequencerFor(channel: string) {
+      let hash = 0;
+      for (let i = 0; i < channel.length; i++) hash = (hash * 31 + channel.charCodeAt(i)) | 0;
+      const owner = (hash >>> 0) % count;
+      return owner === index ? undefined : owner;
     },
     sendTo(to: number, messages: RelayMessage[]) {
       ports[to]!.postMessage(messages);

@@ -24,7 +24,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Client, type ClientHost, CloseCode, utf8Length } from "./client.ts";
-import { History } from "./history.ts";
+import { History, type HistoryEntry } from "./history.ts";
 import {
   type Command,
   encodeMessage,
@@ -92,18 +92,37 @@ export interface RelayMessage {
  * the bytes by then, so an `ArrayBuffer` may be transferred.
  */
 export interface HubLink {
-  /** This hub's index among the linked hubs; the others are `0..count-1` without it. */
+  /** This hub's id among the linked hubs, carried as `origin`. */
   readonly index: number;
-  /** How many hubs sequence channels (workers); `json` channels are spread over them. */
-  readonly count: number;
   /**
    * `transferable` lists the buffers of `messages` that arrived from clients
    * and nothing else holds; buffers an embedding program passed to
    * {@link Hub.broadcast} are its own and must be copied.
    */
   forward(messages: RelayMessage[], transferable: ArrayBuffer[]): void;
-  /** Sends `json` publishes to the hub that sequences their channel. */
-  sendTo(index: number, messages: RelayMessage[]): void;
+  /**
+   * Who numbers `channel`'s `json` messages: `undefined` when this hub does
+   * (and forwards them), otherwise a target for {@link sendTo}.
+   */
+  sequencerFor(channel: string): number | undefined;
+  /** Sends `json` publishes to the sequencer of their channel. */
+  sendTo(target: number, messages: RelayMessage[]): void;
+  /**
+   * Where history lives outside this hub (a broker): the channel's state and
+   * the entries after `since`, fetched asynchronously. Without it the hub
+   * answers from its own {@link History}.
+   */
+  recover?(channel: string, since: number | undefined): Promise<Recovery>;
+}
+
+/** A channel's state as a broker keeps it, for a subscribe. */
+export interface Recovery {
+  seq: number;
+  epoch: string;
+  /** Entries after `since`, oldest first. */
+  entries: HistoryEntry[];
+  /** False when some messages after `since` are no longer kept (or the broker is down). */
+  complete: boolean;
 }
 
 type HubEvent =
@@ -120,6 +139,12 @@ type HubEvent =
   | { kind: "command"; client: Client; command: Exclude<Command, { type: "ping" }> }
   | { kind: "publish"; channel: string; data: string; done: (delivered: number) => void }
   | { kind: "remote"; messages: RelayMessage[] }
+  | {
+    kind: "recovered";
+    client: Client;
+    command: Extract<Command, { type: "subscribe" }>;
+    recovery: Recovery | undefined;
+  }
   | { kind: "shutdown"; done: () => void };
 
 /** A channel's members, and in `json` mode its sequence and history. */
@@ -127,6 +152,10 @@ interface Channel {
   readonly members: Set<Client>;
   lastSeq: number;
   readonly history: History | undefined;
+  /** Members whose recovery from a broker is in flight: their live messages wait here. */
+  readonly pending: Map<Client, HistoryEntry[]>;
+  /** Members a recovery already sent everything up to this seq (the live stream may lag). */
+  readonly floors: Map<Client, number>;
 }
 
 const log = getLogger(["relay", "hub"]);
@@ -322,6 +351,8 @@ export class Hub extends EventTarget implements ClientHost {
       case "remote":
         for (const message of event.messages) this.#remote(message);
         return;
+      case "recovered":
+        return this.#recovered(event.client, event.command, event.recovery);
       case "register":
         return this.#add(event.client);
       case "unregister":
@@ -360,6 +391,8 @@ export class Hub extends EventTarget implements ClientHost {
         const channel = this.#channels.get(command.channel);
         if (channel?.members.delete(client)) {
           client.channels.delete(command.channel);
+          channel.pending.delete(client);
+          channel.floors.delete(client);
           this.#dropIfUnused(command.channel, channel);
         }
         return client.reply(encodeUnsubscribed(command.channel, command.id));
@@ -374,6 +407,17 @@ export class Hub extends EventTarget implements ClientHost {
     const channel = this.#channel(name);
     channel.members.add(client);
     client.channels.add(name);
+    const link = this.#link;
+    if (link?.recover !== undefined) {
+      // The broker knows the channel's seq, epoch and history; live messages
+      // for this client wait until its answer is in (see #recovered).
+      channel.pending.set(client, []);
+      link.recover(name, since).then(
+        (recovery) => this.#push({ kind: "recovered", client, command, recovery }),
+        () => this.#push({ kind: "recovered", client, command, recovery: undefined }),
+      );
+      return;
+    }
     if (since === undefined) {
       return client.reply(
         encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, id }),
@@ -388,6 +432,42 @@ export class Hub extends EventTarget implements ClientHost {
     );
     // Replayed before any live message: the loop does nothing else meanwhile.
     for (const entry of recovered ? replay.entries : []) client.reply(entry.frame);
+  }
+
+  /**
+   * Answers a subscribe once the broker has: the reply, the replay, then the
+   * live messages that arrived meanwhile, each seq once and in order.
+   */
+  #recovered(
+    client: Client,
+    command: Extract<Command, { type: "subscribe" }>,
+    recovery: Recovery | undefined,
+  ): void {
+    const { channel: name, since, epoch, id } = command;
+    const channel = this.#channels.get(name);
+    const waiting = channel?.pending.get(client);
+    // Gone, or unsubscribed, while the broker answered.
+    if (channel === undefined || waiting === undefined) return;
+    channel.pending.delete(client);
+    // Without the broker this hub cannot vouch for anything it did not see.
+    const state = recovery ??
+      { seq: channel.lastSeq, epoch: this.epoch, entries: [], complete: false };
+    if (since === undefined) {
+      client.reply(encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, id }));
+    } else {
+      const recovered = state.complete && (epoch === undefined || epoch === state.epoch);
+      client.reply(
+        encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, recovered, id }),
+      );
+      for (const entry of recovered ? state.entries : []) client.reply(entry.frame);
+    }
+    let last = state.seq;
+    for (const entry of waiting) {
+      if (entry.seq <= last) continue;
+      client.reply(entry.frame);
+      last = entry.seq;
+    }
+    if (channel.lastSeq < last) channel.floors.set(client, last);
   }
 
   /**
@@ -418,7 +498,7 @@ export class Hub extends EventTarget implements ClientHost {
     const bytes = utf8Length(frame);
     channel.history?.push({ seq, time, frame });
     const skip = this.#echo ? undefined : this.#local(name, sender, origin);
-    const delivered = this.#fanOut(name, frame, bytes, skip);
+    const delivered = this.#fanOut(name, frame, bytes, skip, seq);
     if (this.#link !== undefined) {
       const from = origin ?? this.#link.index;
       this.#outbox.push({
@@ -435,14 +515,9 @@ export class Hub extends EventTarget implements ClientHost {
     return delivered;
   }
 
-  /** The index of the hub that numbers `channel`'s messages, or `undefined` when it is this one. */
+  /** The target that numbers `channel`'s messages, or `undefined` when it is this hub. */
   #sequencer(channel: string): number | undefined {
-    const link = this.#link;
-    if (!this.#json || link === undefined) return undefined;
-    let hash = 0;
-    for (let i = 0; i < channel.length; i++) hash = (hash * 31 + channel.charCodeAt(i)) | 0;
-    const owner = (hash >>> 0) % link.count;
-    return owner === link.index ? undefined : owner;
+    return this.#json ? this.#link?.sequencerFor(channel) : undefined;
   }
 
   #remote(message: RelayMessage): void {
@@ -457,7 +532,7 @@ export class Hub extends EventTarget implements ClientHost {
       const channel = this.#channel(room);
       channel.lastSeq = seq;
       channel.history?.push({ seq, time: time!, frame: data as string });
-      this.#fanOut(room, data, bytes, skip);
+      this.#fanOut(room, data, bytes, skip, seq);
       this.#dropIfUnused(room, channel);
       return;
     }
@@ -479,12 +554,21 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /** Sends to every member of `room` but `skip`; returns how many got it. */
-  #fanOut(room: string, data: string | ArrayBuffer, bytes: number, skip?: Client): number {
-    const members = this.#channels.get(room)?.members;
-    if (members === undefined) return 0;
+  #fanOut(
+    room: string,
+    data: string | ArrayBuffer,
+    bytes: number,
+    skip?: Client,
+    seq?: number,
+  ): number {
+    const channel = this.#channels.get(room);
+    if (channel === undefined) return 0;
+    // Only while a broker recovery is in flight or just done; never in raw mode.
+    const gated = seq !== undefined && (channel.pending.size > 0 || channel.floors.size > 0);
     let delivered = 0;
-    for (const target of members) {
+    for (const target of channel.members) {
       if (target === skip) continue;
+      if (gated && this.#held(channel, target, seq, data as string)) continue;
       const result = target.send(data, bytes);
       if (result === "sent") delivered++;
       else if (result === "over_budget") this.#close(target, "slow_consumer");
@@ -495,13 +579,27 @@ export class Hub extends EventTarget implements ClientHost {
     return delivered;
   }
 
+  /** Whether a recovery holds this message back from `target` (queued, or already sent). */
+  #held(channel: Channel, target: Client, seq: number, frame: string): boolean {
+    const waiting = channel.pending.get(target);
+    if (waiting !== undefined) {
+      waiting.push({ seq, time: 0, frame });
+      return true;
+    }
+    const floor = channel.floors.get(target);
+    if (floor === undefined) return false;
+    if (seq <= floor) return true;
+    channel.floors.delete(target);
+    return false;
+  }
+
   #channel(name: string): Channel {
     let channel = this.#channels.get(name);
     if (channel === undefined) {
       const history = this.#json && this.#historySize > 0
         ? new History(this.#historySize, this.#historyTtlMs)
         : undefined;
-      channel = { members: new Set(), lastSeq: 0, history };
+      channel = { members: new Set(), lastSeq: 0, history, pending: new Map(), floors: new Map() };
       this.#channels.set(name, channel);
     }
     return channel;
@@ -542,6 +640,8 @@ export class Hub extends EventTarget implements ClientHost {
     for (const name of client.channels) {
       const channel = this.#channels.get(name)!;
       channel.members.delete(client);
+      channel.pending.delete(client);
+      channel.floors.delete(client);
       this.#dropIfUnused(name, channel);
     }
     client.channels.clear();
