@@ -60,6 +60,7 @@ const serverSchema = z.strictObject({
   workers: intIn(1, 1024).default(1),
   serve_example: bool().default(false),
   trust_proxy: bool().default(false),
+  reuse_port: bool().default(false),
 });
 
 const websocketSchema = z.strictObject({
@@ -81,6 +82,14 @@ const websocketSchema = z.strictObject({
 const channelsSchema = z.strictObject({
   history_size: intIn(0, 1_000_000, " (0: no history)").default(100),
   history_ttl: duration().default("5m"),
+});
+
+const brokerSchema = z.strictObject({
+  type: z.enum(["none", "redis"], { error: "expected none or redis" }).default("none"),
+  url: text().regex(/^rediss?:\/\//, { error: 'expected a URL like "redis://127.0.0.1:6379"' })
+    .default("redis://127.0.0.1:6379"),
+  prefix: text().default("relay:"),
+  required: bool().default(false),
 });
 
 const JWT_ALGORITHMS = ["HS256", "RS256", "ES256"] as const;
@@ -144,15 +153,28 @@ const configSchema = z.strictObject({
   websocket: websocketSchema.prefault({}),
   channels: channelsSchema.prefault({}),
   auth: authSchema.prefault({}),
+  broker: brokerSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   log: logSchema.prefault({}),
+});
+
+/** Checks across sections. */
+const crossChecked = configSchema.superRefine((config, ctx) => {
+  if (config.broker.type === "redis" && config.server.workers > 1) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["server", "workers"],
+      message:
+        "must be 1 with broker.type: redis; run one process per core with server.reuse_port instead",
+    });
+  }
 });
 
 /** The validated configuration; every key has a value. Durations stay Go strings. */
 export type Config = z.output<typeof configSchema>;
 
 /** The configuration an absent or empty file gives. */
-export const DEFAULT_CONFIG: Config = configSchema.parse({});
+export const DEFAULT_CONFIG: Config = crossChecked.parse({});
 
 /** What {@link loadConfig} found. */
 export interface LoadedConfig {
@@ -233,11 +255,11 @@ export function parseConfig(
     throw new ConfigError(
       `${
         where(doc.contents?.range?.[0])
-      }: expected a mapping of sections (server, websocket, channels, auth, metrics, log)`,
+      }: expected a mapping of sections (server, websocket, channels, auth, broker, metrics, log)`,
     );
   }
   const fromEnv = applyEnv(raw as Record<string, unknown>, env);
-  const result = configSchema.safeParse(raw);
+  const result = crossChecked.safeParse(raw);
   if (result.success) return result.data;
 
   const problems = result.error.issues.flatMap((issue) => {

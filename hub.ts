@@ -162,7 +162,9 @@ const log = getLogger(["relay", "hub"]);
 
 /**
  * Channels, clients and fan-out. Dispatches `connect` and `disconnect`
- * events (`CustomEvent<ClientEventDetail>`) as clients come and go.
+ * events (`CustomEvent<ClientEventDetail>`) as clients come and go, and,
+ * with a broker, `broker` events (`CustomEvent<{ up: boolean }>`) as it
+ * comes and goes.
  */
 export class Hub extends EventTarget implements ClientHost {
   /** The counters this hub adds to. */

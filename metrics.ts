@@ -11,7 +11,13 @@
  */
 import client from "prom-client";
 import { PROTOCOL_ERRORS } from "./protocol.ts";
-import { DISCONNECT_REASONS, REJECT_REASONS, RelayStats } from "./stats.ts";
+import {
+  type BrokerStats,
+  DISCONNECT_REASONS,
+  PUBLISH_SECONDS_BUCKETS,
+  REJECT_REASONS,
+  RelayStats,
+} from "./stats.ts";
 import { VERSION } from "./version.ts";
 
 /** The numbers a scrape shows. */
@@ -141,6 +147,35 @@ export function createMetricsHandler(
     },
   });
   new client.Gauge({
+    name: "relay_broker_up",
+    help: "1 while connected to the broker (Redis), else 0; absent without a broker.",
+    registers,
+    collect() {
+      this.reset();
+      const broker = current.stats.broker;
+      if (broker !== undefined) this.set(broker.up);
+    },
+  });
+  brokerCounter(
+    registers,
+    "relay_broker_published_total",
+    "Messages published to the broker.",
+    () => current.stats.broker?.published,
+  );
+  brokerCounter(
+    registers,
+    "relay_broker_received_total",
+    "Messages from other instances received through the broker.",
+    () => current.stats.broker?.received,
+  );
+  brokerCounter(
+    registers,
+    "websocket_broker_dropped_total",
+    "Messages for other instances lost while the broker was unreachable.",
+    () => current.stats.broker?.dropped,
+  );
+  registry.registerMetric(publishLatency(() => current.stats.broker) as unknown as client.Metric);
+  new client.Gauge({
     name: "relay_build_info",
     help: "Always 1; the labels say which relay build this is.",
     labelNames: ["version"],
@@ -176,4 +211,55 @@ function counter(
       this.inc(read());
     },
   });
+}
+
+function brokerCounter(
+  registers: client.Registry[],
+  name: string,
+  help: string,
+  read: () => number | undefined,
+): void {
+  new client.Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      this.reset();
+      const value = read();
+      if (value !== undefined) this.inc(value);
+    },
+  });
+}
+
+/**
+ * `relay_broker_publish_seconds`, a histogram built from the buckets the
+ * broker counts into at publish time (prom-client's own histogram can only
+ * observe, not be read from a snapshot).
+ */
+function publishLatency(read: () => BrokerStats | undefined) {
+  const name = "relay_broker_publish_seconds";
+  const help = "Time from handing messages to the broker to its acknowledgement.";
+  return {
+    name,
+    help,
+    type: "histogram",
+    aggregator: "sum",
+    get() {
+      const broker = read();
+      const values = [];
+      if (broker !== undefined) {
+        let cumulative = 0;
+        PUBLISH_SECONDS_BUCKETS.forEach((le, i) => {
+          cumulative += broker.publishBuckets[i];
+          values.push({ metricName: `${name}_bucket`, labels: { le }, value: cumulative });
+        });
+        cumulative += broker.publishOverflow;
+        values.push({ metricName: `${name}_bucket`, labels: { le: "+Inf" }, value: cumulative });
+        values.push({ metricName: `${name}_sum`, labels: {}, value: broker.publishSecondsSum });
+        values.push({ metricName: `${name}_count`, labels: {}, value: cumulative });
+      }
+      return { name, help, type: "histogram", values, aggregator: "sum" };
+    },
+    reset() {},
+  };
 }

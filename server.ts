@@ -23,7 +23,8 @@ import { Authenticator } from "./auth.ts";
 import { Hub, type HubOptions } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
-import type { RejectReason } from "./stats.ts";
+import { BrokerStats, type RejectReason } from "./stats.ts";
+import type { RedisBroker } from "./broker.ts";
 import { VERSION } from "./version.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
@@ -120,11 +121,14 @@ export async function createRelayHandler(
   options: HandlerOptions = {},
 ): Promise<RelayHandler> {
   const { server: serverConfig, websocket } = config;
-  const { hub = new Hub(hubOptions(config)), connectionCount = new Int32Array(1) } = options;
-  const stats = hub.stats;
+  const { connectionCount = new Int32Array(1) } = options;
   const auth = await Authenticator.create(config.auth).catch((error) => {
     throw new RelayStartError(error.message);
   });
+  const { hub, broker } = options.hub
+    ? { hub: options.hub, broker: undefined }
+    : await newHub(config);
+  const stats = hub.stats;
   const publish = createPublishHandler(config, hub, auth, stats);
   const example = serverConfig.serve_example ? await readExample() : undefined;
   const connections = new Set<Client>();
@@ -207,7 +211,11 @@ export async function createRelayHandler(
     const { pathname } = new URL(request.url);
     if (pathname === "/healthz") return new Response("ok\n");
     if (pathname === "/readyz") {
-      return draining ? new Response("shutting down\n", { status: 503 }) : new Response("ready\n");
+      if (draining) return new Response("shutting down\n", { status: 503 });
+      if (config.broker.required && broker?.up === false) {
+        return new Response("broker unreachable\n", { status: 503 });
+      }
+      return new Response("ready\n");
     }
     if (pathname === PUBLISH_PATH) return await publish(request);
     const page = example?.get(pathname === "/" ? "/index.html" : pathname);
@@ -224,7 +232,9 @@ export async function createRelayHandler(
   const drain = async () => {
     draining = true;
     await hub.shutdown();
-    return await waitForClose(connections, shutdownTimeoutMs);
+    const stragglers = await waitForClose(connections, shutdownTimeoutMs);
+    await broker?.close();
+    return stragglers;
   };
   return { hub, handler, drain };
 }
@@ -240,7 +250,7 @@ export interface ServeOptions extends HandlerOptions {
 /** Serves a relay in this isolate: the WebSocket port, and metrics unless turned off. */
 export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
   const { server: serverConfig, metrics } = config;
-  const { reusePort = false, logLifecycle = true } = options;
+  const { reusePort = serverConfig.reuse_port, logLifecycle = true } = options;
   const { hub, handler, drain } = await createRelayHandler(config, options);
   const stats = hub.stats;
 
@@ -299,6 +309,28 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
     finished,
     [Symbol.asyncDispose]: shutdown,
   };
+}
+
+/**
+ * The hub `config` asks for: on its own, or linked to the other instances
+ * through Redis (the broker module is loaded only then).
+ */
+async function newHub(config: Config): Promise<{ hub: Hub; broker?: RedisBroker }> {
+  if (config.broker.type === "none") return { hub: new Hub(hubOptions(config)) };
+  const { RedisBroker } = await import("./broker.ts");
+  const options = hubOptions(config);
+  const stats = new BrokerStats();
+  const broker = new RedisBroker({
+    config: config.broker,
+    historySize: options.historySize!,
+    historyTtlMs: options.historyTtlMs!,
+    stats,
+  });
+  // History lives in Redis, where every instance can read it.
+  const hub = new Hub({ ...options, historySize: 0, link: broker });
+  hub.stats.broker = stats;
+  broker.start(hub);
+  return { hub, broker };
 }
 
 /** The `ws://` or `wss://` URL clients use for `addr`. */

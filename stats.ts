@@ -53,6 +53,8 @@ export class RelayStats {
   readonly refused: Record<ProtocolErrorCode, number> = zeroes(PROTOCOL_ERRORS);
   /** Publish API requests by HTTP status. */
   readonly publishRequests: Record<string, number> = {};
+  /** Broker figures; absent when `broker.type` is `none`. */
+  broker: BrokerStats | undefined;
 
   /** Adds `other`'s counts to these (a worker's snapshot arrives as a plain object). */
   add(other: RelayStats): void {
@@ -69,6 +71,60 @@ export class RelayStats {
     for (const [status, count] of Object.entries(other.publishRequests)) {
       this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
     }
+    if (other.broker !== undefined) {
+      this.broker ??= new BrokerStats();
+      this.broker.add(other.broker);
+    }
+  }
+}
+
+/** Upper bounds, in seconds, of the broker publish latency histogram's buckets. */
+export const PUBLISH_SECONDS_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  1,
+];
+
+/** What the broker counts; read by `metrics.ts` like the rest. */
+export class BrokerStats {
+  /** 1 while connected to the broker, else 0. */
+  up = 0;
+  /** Messages published to the broker. */
+  published = 0;
+  /** Messages received from other instances through the broker. */
+  received = 0;
+  /** Messages for other instances lost because the broker was unreachable. */
+  dropped = 0;
+  /** Publish latency: counts per bucket of {@link PUBLISH_SECONDS_BUCKETS} (not cumulative). */
+  readonly publishBuckets: number[] = PUBLISH_SECONDS_BUCKETS.map(() => 0);
+  /** Publishes slower than the last bucket. */
+  publishOverflow = 0;
+  publishSecondsSum = 0;
+
+  /** Counts one publish that took `seconds`. */
+  observePublish(seconds: number): void {
+    const bucket = PUBLISH_SECONDS_BUCKETS.findIndex((bound) => seconds <= bound);
+    if (bucket === -1) this.publishOverflow++;
+    else this.publishBuckets[bucket]++;
+    this.publishSecondsSum += seconds;
+  }
+
+  /** Adds `other`'s counts to these. */
+  add(other: BrokerStats): void {
+    this.up = Math.max(this.up, other.up);
+    this.published += other.published;
+    this.received += other.received;
+    this.dropped += other.dropped;
+    other.publishBuckets.forEach((count, i) => this.publishBuckets[i] += count);
+    this.publishOverflow += other.publishOverflow;
+    this.publishSecondsSum += other.publishSecondsSum;
   }
 }
 

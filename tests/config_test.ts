@@ -195,3 +195,16 @@ Deno.test("parseConfig() checks channels, auth, rate limit and workers", () => {
   assert.deepEqual(config.auth.api_keys, ["a", "b"]);
   assert.equal(config.server.workers, 4);
 });
+
+Deno.test("parseConfig() checks the broker section and its fit with workers", () => {
+  fails("broker:\n  type: kafka\n", /broker.type: expected none or redis, got "kafka"/);
+  fails(
+    "broker:\n  url: localhost:6379\n",
+    /broker.url: expected a URL like "redis:\/\/127.0.0.1:6379"/,
+  );
+  fails(
+    "server:\n  workers: 2\nbroker:\n  type: redis\n",
+    /^config.yaml:2:12: server.workers: must be 1 with broker.type: redis; run one process per core with server.reuse_port instead, got 2$/,
+  );
+  assert.equal(parseConfig("broker:\n  type: redis\n").broker.prefix, "relay:");
+});

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
+import type { Relay } from "../server.ts";
 import { VERSION } from "../version.ts";
+import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 import { commandWorks, nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
 
 Deno.test("metrics expose the Go relay's names and add up after traffic", async () => {
@@ -30,24 +32,32 @@ Deno.test("metrics expose the Go relay's names and add up after traffic", async 
 });
 
 Deno.test({
-  name: "metrics exposition passes promtool check metrics",
-  ignore: !(await commandWorks("promtool", ["--version"])),
+  name: "metrics exposition passes promtool check metrics, with and without a broker",
+  ignore: !(await commandWorks("promtool", ["--version"])) || !REDIS_AVAILABLE,
   fn: async () => {
-    await using relay = await startTestRelay();
-    const client = await TestClient.connect(relay);
-    const { hostname, port } = relay.metricsAddr!;
-    const response = await fetch(`http://${hostname}:${port}/metrics`);
-    assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0.0.4/);
-    const child = new Deno.Command("promtool", {
-      args: ["check", "metrics"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    await response.body!.pipeTo(child.stdin);
-    const { code, stdout, stderr } = await child.output();
-    const report = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
-    assert.equal(code, 0, report);
-    await client.close();
+    await using redis = await RedisServer.start();
+    for (const type of ["none", "redis"] as const) {
+      await using relay = await startTestRelay({ broker: { type, url: redis.url } });
+      await promtoolCheck(relay);
+    }
   },
 });
+
+/** Pipes the relay's exposition through `promtool check metrics`. */
+async function promtoolCheck(relay: Relay): Promise<void> {
+  const client = await TestClient.connect(relay);
+  const { hostname, port } = relay.metricsAddr!;
+  const response = await fetch(`http://${hostname}:${port}/metrics`);
+  assert.match(response.headers.get("content-type") ?? "", /^text\/plain; version=0.0.4/);
+  const child = new Deno.Command("promtool", {
+    args: ["check", "metrics"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  await response.body!.pipeTo(child.stdin);
+  const { code, stdout, stderr } = await child.output();
+  const report = new TextDecoder().decode(stdout) + new TextDecoder().decode(stderr);
+  assert.equal(code, 0, report);
+  await client.close();
+}

@@ -1,0 +1,380 @@
+/**
+ * Several relay processes sharing traffic through Redis (`broker.type:
+ * redis`): the hub's link to every other instance. Loaded only when a
+ * broker is configured.
+ *
+ * - `raw` frames are delivered to local clients at once by the hub; after
+ *   each batch they go to Redis in one `PUBLISH` on one bus channel
+ *   (`<prefix>bus`), tagged with this instance's id, and every other
+ *   instance delivers them to its clients. One bus for everything, rather
+ *   than a Redis channel per room: one subscription, and one `PUBLISH` per
+ *   batch whatever the number of rooms it touches.
+ * - `json` publishes are numbered by Redis: one Lua script per message
+ *   increments the channel's `seq`, appends the frame to the channel's
+ *   history (a Redis Stream, `MAXLEN ~ history_size`, expiring after
+ *   `history_ttl` idle) and publishes it on the bus; every instance, this
+ *   one included, delivers it from there, so a channel has one order
+ *   everywhere. A subscribe reads the channel's `seq`, `epoch` and missed
+ *   entries from Redis, so a client recovers on any instance.
+ * - While Redis is unreachable the relay keeps serving its own clients:
+ *   raw frames are delivered locally and counted as dropped for the
+ *   others, `json` channels are numbered locally (their history writes are
+ *   retried when Redis is back), subscribes answer `recovered: false`. The
+ *   client library reconnects with backoff and resubscribes by itself.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { Buffer } from "node:buffer";
+import type { EventEmitter } from "node:events";
+import { createClient } from "@redis/client";
+import type { Config } from "./config.ts";
+import type { HistoryEntry } from "./history.ts";
+import type { Hub, HubLink, Recovery, RelayMessage } from "./hub.ts";
+import type { BrokerStats } from "./stats.ts";
+
+const log = getLogger(["relay", "broker"]);
+
+/** Numbers a `json` publish, keeps it in the stream, and puts it on the bus. */
+const PUBLISH_SCRIPT = `
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3])
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local frame = '{"type":"message","channel":' .. cjson.encode(ARGV[1]) .. ',"data":' .. ARGV[2] ..
+  ',"seq":' .. seq .. ',"timestamp":' .. ms .. '}'
+if tonumber(ARGV[4]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ms, 'f', frame)
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('PUBLISH', ARGV[6], 'J' .. ARGV[7] .. '\\n' .. ARGV[8] .. '\\n' .. ARGV[1] .. '\\n' ..
+  seq .. '\\n' .. ms .. '\\n' .. frame)
+return seq
+`;
+
+/** A channel's seq, epoch, and the stream entries after `since` (ARGV[1], "" for none). */
+const RECOVER_SCRIPT = `
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local entries = {}
+if ARGV[1] ~= '' then
+  entries = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[1]) + 1) .. '-0', '+')
+end
+return {seq, epoch, entries}
+`;
+
+/**
+ * Writes a message numbered locally during an outage: raises the channel's
+ * seq to at least its own and appends it when it extends the stream.
+ */
+const RESTORE_SCRIPT = `
+local seq = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if current < seq then redis.call('HSET', KEYS[1], 'seq', seq) end
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[6])
+if tonumber(ARGV[4]) > 0 then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last == 0 or tonumber(string.match(last[1][1], '^(%d+)')) < seq then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ARGV[2], 'f', ARGV[3])
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+end
+return 1
+`;
+
+/** Options for {@link RedisBroker}. */
+export interface BrokerOptions {
+  config: Config["broker"];
+  /** Entries kept per channel stream; 0 keeps none. */
+  historySize: number;
+  historyTtlMs: number;
+  /** Where the broker counts. */
+  stats: BrokerStats;
+}
+
+/** The link between this relay's hub and the others, through Redis. */
+export class RedisBroker implements HubLink {
+  /** This instance's id on the bus: random, so restarts and other hosts never collide. */
+  readonly index: number = crypto.getRandomValues(new Uint32Array(1))[0];
+  readonly #options: BrokerOptions;
+  readonly #stats: BrokerStats;
+  readonly #bus: string;
+  readonly #publisher;
+  readonly #subscriber;
+  #hub: Hub | undefined;
+  #publisherReady = false;
+  #subscriberReady = false;
+  /** Messages numbered locally while Redis was away, to write to history once it is back. */
+  #unwritten: { channel: string; entry: HistoryEntry }[] = [];
+  /** Whether the bus subscription was ever made (the client library keeps it after that). */
+  #subscribed = false;
+  /** The state last logged, so each change is logged once. */
+  #reported: "up" | "down" | undefined;
+  #closed = false;
+
+  constructor(options: BrokerOptions) {
+    this.#options = options;
+    this.#stats = options.stats;
+    this.#bus = `${options.config.prefix}bus`;
+    const clientOptions = {
+      url: options.config.url,
+      // Fail commands at once while disconnected rather than queueing them:
+      // a message for the others is counted as dropped, not sent minutes late.
+      disableOfflineQueue: true,
+      socket: {
+        connectTimeout: 2000,
+        // Exponential with jitter, from 100 ms to 5 s, forever.
+        reconnectStrategy: (retries: number) =>
+          Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
+      },
+    };
+    this.#publisher = createClient(clientOptions);
+    this.#subscriber = createClient(clientOptions);
+    this.#watch(this.#publisher, (ready) => this.#publisherReady = ready);
+    // The subscriber is ready once the bus subscription is in: on the first
+    // connection when subscribe() resolves; on reconnects the client library
+    // restores it before it reports ready.
+    this.#watch(this.#subscriber, (ready) => this.#subscriberReady = ready && this.#subscribed);
+  }
+
+  /** Whether messages can go to and come from the other instances right now. */
+  get up(): boolean {
+    return this.#publisherReady && this.#subscriberReady;
+  }
+
+  /**
+   * Joins `hub` to the bus and starts connecting; resolves at once, whether
+   * Redis is reachable or not (see the module doc for what happens then).
+   */
+  start(hub: Hub): void {
+    this.#hub = hub;
+    const failed = (error: Error) =>
+      this.#closed || log.error("broker: {error}", { error: error.message });
+    this.#publisher.connect().catch(failed);
+    this.#subscriber.connect()
+      .then(() =>
+        this.#subscriber.subscribe(this.#bus, (message: Buffer) => this.#receive(message), true)
+      )
+      .then(() => {
+        this.#subscribed = this.#subscriberReady = true;
+        if (this.up) this.#report(true, "");
+      })
+      .catch(failed);
+  }
+
+  forward(messages: RelayMessage[]): void {
+    const raw = messages.filter((message) => message.seq === undefined);
+    for (const message of messages) {
+      // Numbered here: only while Redis is away; its history write waits for Redis.
+      if (message.seq !== undefined) {
+        this.#stats.dropped++;
+        this.#unwritten.push({
+          channel: message.room,
+          entry: { seq: message.seq, time: message.time!, frame: message.data as string },
+        });
+      }
+    }
+    if (raw.length === 0) return;
+    if (!this.up) {
+      this.#stats.dropped += raw.length;
+      return;
+    }
+    const started = performance.now();
+    this.#publisher.publish(this.#bus, encodeBatch(this.index, raw)).then(
+      () => {
+        this.#stats.published += raw.length;
+        this.#stats.observePublish((performance.now() - started) / 1000);
+      },
+      () => this.#stats.dropped += raw.length,
+    );
+  }
+
+  /** Redis numbers every channel while it is reachable; otherwise the hub does. */
+  sequencerFor(_channel: string): number | undefined {
+    return this.up ? 0 : undefined;
+  }
+
+  sendTo(_target: number, messages: RelayMessage[]): void {
+    const { historySize, historyTtlMs } = this.#options;
+    for (const message of messages) {
+      const started = performance.now();
+      this.#publisher.eval(PUBLISH_SCRIPT, {
+        keys: [this.#key("seq", message.room), this.#key("history", message.room)],
+        arguments: [
+          message.room,
+          message.data as string,
+          this.#hub!.epoch,
+          String(historySize),
+          String(historyTtlMs),
+          this.#bus,
+          String(this.index),
+          message.sender ?? "",
+        ],
+      }).then(
+        () => {
+          this.#stats.published++;
+          this.#stats.observePublish((performance.now() - started) / 1000);
+        },
+        // Lost on the way: number it here after all, so local clients still get it.
+        () => this.#hub?.deliver([{ ...message, origin: this.index }]),
+      );
+    }
+  }
+
+  async recover(channel: string, since: number | undefined): Promise<Recovery> {
+    if (!this.up) throw new Error("broker unreachable");
+    const [seq, epoch, rows] = await this.#publisher.eval(RECOVER_SCRIPT, {
+      keys: [this.#key("seq", channel), this.#key("history", channel)],
+      arguments: [since === undefined ? "" : String(since), this.#hub!.epoch],
+    }) as [number, string, [string, string[]][]];
+    const oldest = Date.now() - this.#options.historyTtlMs;
+    const entries = rows.map(([id, fields]) => ({
+      seq: parseInt(id),
+      time: Number(fields[fields.indexOf("t") + 1]),
+      frame: fields[fields.indexOf("f") + 1],
+    })).filter((entry) => entry.time >= oldest);
+    const wanted = (since ?? seq) + 1;
+    const complete = since !== undefined && since <= seq &&
+      (wanted > seq || entries[0]?.seq === wanted);
+    return { seq, epoch, entries, complete };
+  }
+
+  /** Disconnects from Redis. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
+  }
+
+  #key(kind: "seq" | "history", channel: string): string {
+    return `${this.#options.config.prefix}${kind}:${channel}`;
+  }
+
+  /** Tracks a connection's state, logging each change once rather than each failure. */
+  #watch(client: EventEmitter, set: (ready: boolean) => void): void {
+    client.on("ready", () => {
+      set(true);
+      if (this.up) this.#report(true, "");
+    });
+    const down = (why: string) => {
+      set(false);
+      if (!this.#closed) this.#report(false, why);
+    };
+    client.on("end", () => down("connection closed"));
+    client.on("error", (error: Error) => down(error.message || error.name));
+  }
+
+  /** Logs and counts a change of state; repeats of the same state say nothing. */
+  #report(up: boolean, why: string): void {
+    const state = up ? "up" : "down";
+    if (this.#reported === state) return;
+    this.#reported = state;
+    this.#stats.up = up ? 1 : 0;
+    this.#hub?.dispatchEvent(new CustomEvent("broker", { detail: { up } }));
+    const url = this.#options.config.url;
+    if (up) {
+      log.info("broker: connected to {url}", { url });
+      this.#writeUnwritten();
+    } else {
+      log.warning("broker: {url} unreachable ({error}); serving local clients, retrying", {
+        url,
+        error: why,
+      });
+    }
+  }
+
+  /** History writes retried: what was numbered locally during the outage. */
+  #writeUnwritten(): void {
+    const { historySize, historyTtlMs } = this.#options;
+    const unwritten = this.#unwritten;
+    this.#unwritten = [];
+    for (const { channel, entry } of unwritten) {
+      this.#publisher.eval(RESTORE_SCRIPT, {
+        keys: [this.#key("seq", channel), this.#key("history", channel)],
+        arguments: [
+          String(entry.seq),
+          String(entry.time),
+          entry.frame,
+          String(historySize),
+          String(historyTtlMs),
+          this.#hub!.epoch,
+        ],
+      }).catch(() => this.#unwritten.push({ channel, entry }));
+    }
+  }
+
+  #receive(message: Buffer): void {
+    const hub = this.#hub!;
+    if (message[0] === JSON_TAG) {
+      const text = message.toString("utf8", 1);
+      const parts = text.split("\n", 5);
+      const [origin, sender, room, seq, time] = parts;
+      const frame = text.slice(parts.join("\n").length + 1);
+      if (Number(origin) !== this.index) this.#stats.received++;
+      hub.deliver([{
+        room,
+        data: frame,
+        bytes: Buffer.byteLength(frame),
+        seq: Number(seq),
+        time: Number(time),
+        origin: Number(origin),
+        sender: sender === "" ? undefined : sender,
+      }]);
+      return;
+    }
+    const batch = decodeBatch(message);
+    // Our own raw frames were delivered here before they were published.
+    if (batch.origin === this.index) return;
+    this.#stats.received += batch.messages.length;
+    hub.deliver(batch.messages);
+  }
+}
+
+const RAW_TAG = 0x52; // "R"
+const JSON_TAG = 0x4a; // "J"
+
+/**
+ * A batch of raw frames as one bus message: tag, origin, count, then per
+ * frame its kind (0 text, 1 binary), room and payload, lengths first.
+ */
+export function encodeBatch(origin: number, messages: RelayMessage[]): Buffer {
+  const parts: Buffer[] = [];
+  const head = Buffer.alloc(9);
+  head[0] = RAW_TAG;
+  head.writeUInt32BE(origin, 1);
+  head.writeUInt32BE(messages.length, 5);
+  parts.push(head);
+  for (const { room, data } of messages) {
+    const roomBytes = Buffer.from(room, "utf8");
+    const payload = typeof data === "string" ? Buffer.from(data, "utf8") : Buffer.from(data);
+    const meta = Buffer.alloc(9);
+    meta[0] = typeof data === "string" ? 0 : 1;
+    meta.writeUInt32BE(roomBytes.length, 1);
+    meta.writeUInt32BE(payload.length, 5);
+    parts.push(meta, roomBytes, payload);
+  }
+  return Buffer.concat(parts);
+}
+
+/** The inverse of {@link encodeBatch}; binary payloads come back as their own `ArrayBuffer`s. */
+export function decodeBatch(buffer: Buffer): { origin: number; messages: RelayMessage[] } {
+  const origin = buffer.readUInt32BE(1);
+  const count = buffer.readUInt32BE(5);
+  const messages: RelayMessage[] = [];
+  let at = 9;
+  for (let i = 0; i < count; i++) {
+    const binary = buffer[at] === 1;
+    const roomLength = buffer.readUInt32BE(at + 1);
+    const payloadLength = buffer.readUInt32BE(at + 5);
+    at += 9;
+    const room = buffer.toString("utf8", at, at + roomLength);
+    at += roomLength;
+    const start = buffer.byteOffset + at;
+    const data = binary
+      ? buffer.buffer.slice(start, start + payloadLength) as ArrayBuffer
+      : buffer.toString("utf8", at, at + payloadLength);
+    at += payloadLength;
+    messages.push({ room, data, bytes: payloadLength });
+  }
+  return { origin, messages };
+}
