@@ -287,3 +287,43 @@ Deno.test({
     await Promise.all([sub.client.close(), late.client.close()]);
   },
 });
+
+Deno.test({
+  name: "server.reuse_port: two relay processes share one port and relay through Redis",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    const port = freePort();
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(
+        `${dir}/config.yaml`,
+        `server: {host: 127.0.0.1, port: ${port}, reuse_port: true}\nmetrics: {enabled: false}\n` +
+          `broker: {type: redis, url: "${redis.url}"}\n`,
+      );
+      const start = () => RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
+      const [one, two] = [await start(), await start()];
+      await using _one = one.relay;
+      await using _two = two.relay;
+      assert.equal(one.url, two.url, "the same port");
+      await Promise.all([
+        one.relay.waitFor(/broker: connected/),
+        two.relay.waitFor(/broker: connected/),
+      ]);
+      // Whichever process the kernel picks for each client, every client gets every message.
+      const clients = await Promise.all([1, 2, 3, 4, 5, 6].map(() => TestClient.open(one.url)));
+      for (const [i, client] of clients.entries()) {
+        // Registered once its own probe comes back.
+        client.send(`probe ${i}`);
+        while (await client.next() !== `probe ${i}`);
+      }
+      clients[0].send("to all");
+      for (const client of clients) {
+        while (await client.next() !== "to all");
+      }
+      await Promise.all(clients.map((c) => c.close()));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -3,29 +3,34 @@ import { commandWorks, startTestRelay } from "./helpers.ts";
 
 const UNIT = new URL("../deploy/relay.service", import.meta.url).pathname;
 
-Deno.test({
-  name: "deploy/relay.service passes systemd-analyze verify (needs systemd-analyze)",
-  ignore: !(await commandWorks("systemd-analyze", ["--version"])),
-  async fn() {
-    // verify checks that ExecStart exists: point it at a stand-in binary.
-    const dir = await Deno.makeTempDir();
-    try {
-      const unit = (await Deno.readTextFile(UNIT)).replace("/usr/local/bin/relay", "/bin/true");
-      await Deno.writeTextFile(`${dir}/relay.service`, unit);
-      const output = await new Deno.Command("systemd-analyze", {
-        args: ["verify", `${dir}/relay.service`],
-        env: { SYSTEMD_LOG_COLOR: "0" },
-      }).output();
-      const stderr = new TextDecoder().decode(output.stderr);
-      // Lines about other units on this host are not ours to judge.
-      const ours = stderr.split("\n").filter((line) => line.includes("relay.service"));
-      assert.deepEqual(ours, [], stderr);
-      assert.ok(output.success, stderr);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-});
+for (const name of ["relay.service", "relay@.service"]) {
+  Deno.test({
+    name: `deploy/${name} passes systemd-analyze verify (needs systemd-analyze)`,
+    ignore: !(await commandWorks("systemd-analyze", ["--version"])),
+    async fn() {
+      // verify checks that ExecStart and the environment file exist: point them at stand-ins.
+      const dir = await Deno.makeTempDir();
+      try {
+        const unit = (await Deno.readTextFile(new URL(`../deploy/${name}`, import.meta.url)))
+          .replace("/usr/local/bin/relay", "/bin/true")
+          .replace("/etc/relay/%i.env", `${dir}/%i.env`);
+        await Deno.writeTextFile(`${dir}/1.env`, "RELAY_METRICS_PORT=9091\n");
+        await Deno.writeTextFile(`${dir}/${name}`, unit);
+        const output = await new Deno.Command("systemd-analyze", {
+          args: ["verify", `${dir}/${name}`],
+          env: { SYSTEMD_LOG_COLOR: "0" },
+        }).output();
+        const stderr = new TextDecoder().decode(output.stderr);
+        // Lines about other units on this host are not ours to judge.
+        const ours = stderr.split("\n").filter((line) => line.includes(name));
+        assert.deepEqual(ours, [], stderr);
+        assert.ok(output.success, stderr);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
 
 Deno.test("deploy/relay.service has the hardening and limits the README promises", async () => {
   const unit = await Deno.readTextFile(UNIT);
