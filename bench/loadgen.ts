@@ -4,7 +4,10 @@
  * `/proc/PID`, and prints one JSON result on stdout. `run.ts` starts it in
  * its own process, pinned away from the server.
  *
- * Usage: deno run -A bench/loadgen.ts '<Scenario JSON>' URL SERVER_PID WORKERS
+ * Usage: deno run -A bench/loadgen.ts '<Scenario JSON>' URL SERVER_PID WORKERS [RECEIVER_URLS]
+ *
+ * RECEIVER_URLS (comma-separated) spreads receivers over several servers;
+ * publishers connect to URL.
  *
  * @module
  */
@@ -111,6 +114,7 @@ export async function runScenario(
   url: string,
   pid: number,
   workerCount: number,
+  receiverUrls?: string[],
 ): Promise<Result> {
   const pool = new Pool(workerCount);
   try {
@@ -144,6 +148,7 @@ export async function runScenario(
     await pool.all((i) => ({
       cmd: "connect",
       url,
+      receiverUrls,
       receivers: share(scenario.receivers, workerCount, i),
       publishers: Array.from({ length: publishers }, (_, p) => p).filter((p) =>
         p % workerCount === i
@@ -201,8 +206,14 @@ export async function runScenario(
 }
 
 if (import.meta.main) {
-  const [scenarioJson, url, pid, workers] = Deno.args;
-  const result = await runScenario(JSON.parse(scenarioJson), url, Number(pid), Number(workers));
+  const [scenarioJson, url, pid, workers, receiverUrls] = Deno.args;
+  const result = await runScenario(
+    JSON.parse(scenarioJson),
+    url,
+    Number(pid),
+    Number(workers),
+    receiverUrls?.split(","),
+  );
   console.log(JSON.stringify(result));
   Deno.exit(0);
 }

@@ -9,7 +9,15 @@
 
 /** Commands the coordinator sends. */
 export type Command =
-  | { cmd: "connect"; url: string; receivers: number; publishers: number[]; concurrency: number }
+  | {
+    cmd: "connect";
+    url: string;
+    /** Where receivers connect, round-robin; publishers always use `url`. @default [url] */
+    receiverUrls?: string[];
+    receivers: number;
+    publishers: number[];
+    concurrency: number;
+  }
   | { cmd: "publish"; mode: "window"; window: number; size: number }
   | { cmd: "publish"; mode: "rate"; perSecond: number; size: number }
   | { cmd: "mark"; latency: boolean }
@@ -118,7 +126,9 @@ async function connect(command: Extract<Command, { cmd: "connect" }>) {
   const lane = async () => {
     while (next < total) {
       const index = next++;
-      if (!(await open(command.url, index))) failed++;
+      const urls = command.receiverUrls ?? [command.url];
+      const url = index < command.receivers ? urls[index % urls.length] : command.url;
+      if (!(await open(url, index))) failed++;
     }
   };
   await Promise.all(Array.from({ length: Math.min(command.concurrency, total) }, lane));
