@@ -53,10 +53,13 @@ export class RelayStats {
   readonly refused: Record<ProtocolErrorCode, number> = zeroes(PROTOCOL_ERRORS);
   /** Publish API requests by HTTP status. */
   readonly publishRequests: Record<string, number> = {};
-  /** Broker figures; absent when `broker.type` is `none`. */
+  /** Broker figures; absent when `broker.type` is `none` (and so in every cluster worker). */
   broker: BrokerStats | undefined;
 
-  /** Adds `other`'s counts to these (a worker's snapshot arrives as a plain object). */
+  /**
+   * Adds `other`'s counts to these (a worker's snapshot arrives as a plain
+   * object). Broker figures are not summed: a relay with a broker runs one worker.
+   */
   add(other: RelayStats): void {
     this.connections += other.connections;
     this.messages += other.messages;
@@ -70,10 +73,6 @@ export class RelayStats {
     for (const code of PROTOCOL_ERRORS) this.refused[code] += other.refused[code];
     for (const [status, count] of Object.entries(other.publishRequests)) {
       this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
-    }
-    if (other.broker !== undefined) {
-      this.broker ??= new BrokerStats();
-      this.broker.add(other.broker);
     }
   }
 }
@@ -114,17 +113,6 @@ export class BrokerStats {
     if (bucket === -1) this.publishOverflow++;
     else this.publishBuckets[bucket]++;
     this.publishSecondsSum += seconds;
-  }
-
-  /** Adds `other`'s counts to these. */
-  add(other: BrokerStats): void {
-    this.up = Math.max(this.up, other.up);
-    this.published += other.published;
-    this.received += other.received;
-    this.dropped += other.dropped;
-    other.publishBuckets.forEach((count, i) => this.publishBuckets[i] += count);
-    this.publishOverflow += other.publishOverflow;
-    this.publishSecondsSum += other.publishSecondsSum;
   }
 }
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
-import { type ConfigPatch, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { type ConfigPatch, freePort, scrape, startTestRelay, TestClient } from "./helpers.ts";
 import { RelayProcess } from "./process.ts";
-import { freePort, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
+import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
 

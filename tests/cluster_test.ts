@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { type Relay, RelayStartError, startRelay } from "../server.ts";
-import { type Samples, scrape, startTestRelay, TestClient, testConfig } from "./helpers.ts";
+import {
+  freePort,
+  type Samples,
+  scrape,
+  startTestRelay,
+  TestClient,
+  testConfig,
+} from "./helpers.ts";
 
 /**
  * Opens a client and resolves once its worker has registered it: it sends a
@@ -200,4 +207,14 @@ Deno.test("cluster json with echo: false: a publisher never gets its own message
     assert.equal(JSON.parse(await client.next() as string).type, "pong", "and nothing else");
   }
   await Promise.all(clients.map((c) => c.close()));
+});
+
+Deno.test("cluster: a metrics port in use fails the start and stops the workers", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = freePort();
+  const config = testConfig({ server: { workers: 2, port }, metrics: { port: taken.addr.port } });
+  await assert.rejects(startRelay(config), /Cannot listen for metrics on 127.0.0.1:\d+/);
+  // The workers let go of the WebSocket port: a relay can take it again.
+  await using again = await startTestRelay({ server: { workers: 2, port } });
+  assert.equal(again.addr.port, port);
 });

@@ -220,3 +220,11 @@ export class CuttableProxy implements AsyncDisposable {
     await this.#accepting.catch(() => {});
   }
 }
+
+/** A loopback port nothing listens on right now. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}

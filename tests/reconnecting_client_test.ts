@@ -5,7 +5,7 @@ import {
   ReconnectingClient,
   type ReconnectingClientOptions,
 } from "../reconnecting_client.ts";
-import { CuttableProxy, startTestRelay } from "./helpers.ts";
+import { CuttableProxy, freePort, startTestRelay } from "./helpers.ts";
 import { RelayProcess } from "./process.ts";
 
 /** A clock whose timers run only when the test says so. */
@@ -138,9 +138,7 @@ Deno.test("ReconnectingClient learns recovered: false when the relay restarted a
   const dir = await Deno.makeTempDir();
   try {
     // A fixed port, so the restarted relay is where the client reconnects.
-    const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = (probe.addr as Deno.NetAddr).port;
-    probe.close();
+    const port = freePort();
     await Deno.writeTextFile(
       `${dir}/config.yaml`,
       `server: {host: 127.0.0.1, port: ${port}}\nwebsocket: {protocol: json}\n` +

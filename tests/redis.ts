@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { commandWorks } from "./helpers.ts";
+import { commandWorks, freePort } from "./helpers.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
@@ -59,12 +59,4 @@ export class RedisServer implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
-}
-
-/** A port nothing listens on right now. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
