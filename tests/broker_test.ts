@@ -327,3 +327,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "broker with echo: false: the sender alone misses its message, raw and json",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    for (const protocol of ["raw", "json"] as const) {
+      await using cluster = await instances(redis, 2, { websocket: { protocol, echo: false } });
+      const [a, b] = cluster.relays;
+      const join = async (relay: Relay) => {
+        const client = await TestClient.connect(relay);
+        if (protocol === "json") {
+          client.send(JSON.stringify({ type: "subscribe", channel: "room" }));
+          await client.next();
+        }
+        return client;
+      };
+      const [sender, sameInstance, otherInstance] = [await join(a), await join(a), await join(b)];
+      sender.send(
+        protocol === "json"
+          ? JSON.stringify({ type: "publish", channel: "room", data: "hi" })
+          : "hi",
+      );
+      for (const client of [sameInstance, otherInstance]) {
+        const got = await client.next() as string;
+        assert.equal(protocol === "json" ? JSON.parse(got).data : got, "hi");
+      }
+      // The sender's next frame is a marker published after, not its own message.
+      await a.hub.publish(protocol === "json" ? "room" : "", "marker");
+      const next = await sender.next() as string;
+      assert.equal(protocol === "json" ? JSON.parse(next).data : next, "marker", protocol);
+      await Promise.all([sender, sameInstance, otherInstance].map((c) => c.close()));
+    }
+  },
+});

@@ -9,6 +9,7 @@ import { commandWorks, freePort } from "./helpers.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
+if (!REDIS_AVAILABLE) console.warn("redis-server not found: the broker tests are skipped");
 
 /** A running `redis-server`. */
 export class RedisServer implements AsyncDisposable {
