@@ -156,19 +156,19 @@ export function createMetricsHandler(
       if (broker !== undefined) this.set(broker.up);
     },
   });
-  brokerCounter(
+  counter(
     registers,
     "relay_broker_published_total",
     "Messages published to the broker.",
     () => current.stats.broker?.published,
   );
-  brokerCounter(
+  counter(
     registers,
     "relay_broker_received_total",
     "Messages from other instances received through the broker.",
     () => current.stats.broker?.received,
   );
-  brokerCounter(
+  counter(
     registers,
     "websocket_broker_dropped_total",
     "Messages for other instances lost while the broker was unreachable.",
@@ -196,24 +196,8 @@ export function createMetricsHandler(
   };
 }
 
+/** A counter read at scrape time; one that reads `undefined` has no sample (no broker). */
 function counter(
-  registers: client.Registry[],
-  name: string,
-  help: string,
-  read: () => number,
-): void {
-  new client.Counter({
-    name,
-    help,
-    registers,
-    collect() {
-      this.reset();
-      this.inc(read());
-    },
-  });
-}
-
-function brokerCounter(
   registers: client.Registry[],
   name: string,
   help: string,

@@ -14,20 +14,12 @@
 import { parseArgs } from "node:util";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
-import { hasTaskset } from "./run.ts";
+import { FULL, hasTaskset } from "./run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
-const SCENARIO: Scenario = {
-  kind: "fanout",
-  name: "fanout 100x1 64B",
-  receivers: 100,
-  publishers: 1,
-  size: 64,
-  window: 32,
-  warmupMs: 2000,
-  measureMs: 5000,
-};
+/** The 100-receiver fan-out of `deno task bench`. */
+const SCENARIO: Scenario = FULL[0];
 
 function spawn(cpu: string | undefined, command: string[], env: Record<string, string> = {}) {
   const args = cpu ? ["-c", cpu, ...command] : command.slice(1);
