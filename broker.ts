@@ -217,7 +217,7 @@ export class RedisBroker implements HubLink {
           this.#stats.observePublish((performance.now() - started) / 1000);
         },
         // Lost on the way: number it here after all, so local clients still get it.
-        () => this.#hub?.deliver([{ ...message, origin: this.index }]),
+        () => this.#hub?.deliver([{ ...message, origin: this.index, local: true }]),
       );
     }
   }

@@ -79,6 +79,8 @@ export interface RelayMessage {
   time?: number;
   /** A publish for the sequencing hub to number and send on. */
   request?: boolean;
+  /** With `request`: number it here whoever the sequencer is (sending it there failed). */
+  local?: boolean;
   /** The hub that accepted it and its sending client, skipped there when echo is off. */
   origin?: number;
   sender?: string;
@@ -476,8 +478,14 @@ export class Hub extends EventTarget implements ClientHost {
    * Numbers, keeps and delivers a `json` publish, or passes it to the hub
    * that sequences its channel. Returns this hub's deliveries.
    */
-  #publishJson(name: string, data: string, sender?: Client | string, origin?: number): number {
-    const owner = this.#sequencer(name);
+  #publishJson(
+    name: string,
+    data: string,
+    sender?: Client | string,
+    origin?: number,
+    local = false,
+  ): number {
+    const owner = local ? undefined : this.#sequencer(name);
     const senderId = typeof sender === "string" ? sender : sender?.id;
     if (owner !== undefined) {
       const requests = this.#requests.get(owner) ?? [];
@@ -525,7 +533,7 @@ export class Hub extends EventTarget implements ClientHost {
   #remote(message: RelayMessage): void {
     const { room, data, bytes, seq, time, origin, sender } = message;
     if (message.request) {
-      this.#publishJson(room, data as string, sender, origin);
+      this.#publishJson(room, data as string, sender, origin, message.local);
       return;
     }
     const skip = this.#echo ? undefined : this.#local(room, sender, origin);
