@@ -1,8 +1,10 @@
 /**
  * The network edge: `Deno.serve` for WebSockets (plain or TLS) and for
- * metrics, routing (upgrade, `/healthz`, `/readyz`, the 426 hint), the
- * checks made before an upgrade (origin, connection limit, shutdown), and
- * the relay's lifecycle through {@link startRelay}. Fan-out is the hub's.
+ * metrics, routing (upgrade, `/healthz`, `/readyz`, the publish API, the
+ * example page, the 426 hint), the checks made before an upgrade (origin,
+ * auth, connection limit, shutdown), and the relay's lifecycle through
+ * {@link startRelay} (or {@link createRelayHandler} for a program that
+ * serves it itself). Fan-out is the hub's; Redis is the broker's.
  *
  * @example
  * ```ts
