@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
 import { type ConfigPatch, freePort, scrape, startTestRelay, TestClient } from "./helpers.ts";
-import { RelayProcess } from "./process.ts";
+import { RelayProcess, withConfig } from "./process.ts";
 import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
@@ -230,26 +230,22 @@ Deno.test({
   ignore,
   async fn() {
     const port = freePort();
-    const dir = await Deno.makeTempDir();
-    try {
-      await Deno.writeTextFile(
-        `${dir}/config.yaml`,
-        `server: {host: 127.0.0.1, port: 0}\nmetrics: {enabled: false}\n` +
-          `broker: {type: redis, url: "redis://127.0.0.1:${port}"}\n`,
-      );
-      const { relay, url } = await RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
-      await using _ = relay;
-      await relay.waitFor(/unreachable/);
-      const client = await TestClient.open(url);
-      client.send("local only");
-      assert.equal(await client.next(), "local only");
-      await using _redis = await RedisServer.start(port);
-      await relay.waitFor(/broker: connected/);
-      assert.equal(relay.stderr.match(/unreachable/g)?.length, 1, relay.stderr);
-      await client.close();
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await withConfig(
+      `server: {host: 127.0.0.1, port: 0}\nmetrics: {enabled: false}\n` +
+        `broker: {type: redis, url: "redis://127.0.0.1:${port}"}\n`,
+      async (dir) => {
+        const { relay, url } = await RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
+        await using _ = relay;
+        await relay.waitFor(/unreachable/);
+        const client = await TestClient.open(url);
+        client.send("local only");
+        assert.equal(await client.next(), "local only");
+        await using _redis = await RedisServer.start(port);
+        await relay.waitFor(/broker: connected/);
+        assert.equal(relay.stderr.match(/unreachable/g)?.length, 1, relay.stderr);
+        await client.close();
+      },
+    );
   },
 });
 
@@ -294,37 +290,33 @@ Deno.test({
   async fn() {
     await using redis = await RedisServer.start();
     const port = freePort();
-    const dir = await Deno.makeTempDir();
-    try {
-      await Deno.writeTextFile(
-        `${dir}/config.yaml`,
-        `server: {host: 127.0.0.1, port: ${port}, reuse_port: true}\nmetrics: {enabled: false}\n` +
-          `broker: {type: redis, url: "${redis.url}"}\n`,
-      );
-      const start = () => RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
-      const [one, two] = [await start(), await start()];
-      await using _one = one.relay;
-      await using _two = two.relay;
-      assert.equal(one.url, two.url, "the same port");
-      await Promise.all([
-        one.relay.waitFor(/broker: connected/),
-        two.relay.waitFor(/broker: connected/),
-      ]);
-      // Whichever process the kernel picks for each client, every client gets every message.
-      const clients = await Promise.all([1, 2, 3, 4, 5, 6].map(() => TestClient.open(one.url)));
-      for (const [i, client] of clients.entries()) {
-        // Registered once its own probe comes back.
-        client.send(`probe ${i}`);
-        while (await client.next() !== `probe ${i}`);
-      }
-      clients[0].send("to all");
-      for (const client of clients) {
-        while (await client.next() !== "to all");
-      }
-      await Promise.all(clients.map((c) => c.close()));
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    await withConfig(
+      `server: {host: 127.0.0.1, port: ${port}, reuse_port: true}\nmetrics: {enabled: false}\n` +
+        `broker: {type: redis, url: "${redis.url}"}\n`,
+      async (dir) => {
+        const start = () => RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
+        const [one, two] = [await start(), await start()];
+        await using _one = one.relay;
+        await using _two = two.relay;
+        assert.equal(one.url, two.url, "the same port");
+        await Promise.all([
+          one.relay.waitFor(/broker: connected/),
+          two.relay.waitFor(/broker: connected/),
+        ]);
+        // Whichever process the kernel picks for each client, every client gets every message.
+        const clients = await Promise.all([1, 2, 3, 4, 5, 6].map(() => TestClient.open(one.url)));
+        for (const [i, client] of clients.entries()) {
+          // Registered once its own probe comes back.
+          client.send(`probe ${i}`);
+          while (await client.next() !== `probe ${i}`);
+        }
+        clients[0].send("to all");
+        for (const client of clients) {
+          while (await client.next() !== "to all");
+        }
+        await Promise.all(clients.map((c) => c.close()));
+      },
+    );
   },
 });
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { compileArgs, EMBEDDED_FILES } from "../scripts/compile.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import { TestClient } from "./helpers.ts";
-import { RelayProcess } from "./process.ts";
+import { RelayProcess, withConfig } from "./process.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -18,31 +18,31 @@ Deno.test("the compile task bakes in exactly the runtime flags the process tests
 
 Deno.test("main.ts under those flags: connect, broadcast, two workers, shutdown", async () => {
   // The same run the binary makes, from an unrelated directory so no deno.json helps.
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.writeTextFile(
-      `${dir}/config.yaml`,
-      "server: {host: 127.0.0.1, port: 0, workers: 2, serve_example: true}\n" +
-        "websocket: {protocol: json}\nmetrics: {enabled: false}\n",
-    );
-    const { relay, url } = await RelayProcess.start(["-config-file", "config.yaml"], { cwd: dir });
-    await using _ = relay;
-    const page = await fetch(url.replace("ws", "http"));
-    assert.equal(page.status, 200, "the example page is readable");
-    await page.body?.cancel();
-    const [a, b] = await Promise.all([TestClient.open(url), TestClient.open(url)]);
-    for (const client of [a, b]) {
-      client.send(JSON.stringify({ type: "subscribe", channel: "c" }));
-      assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
-    }
-    a.send(JSON.stringify({ type: "publish", channel: "c", data: "hi" }));
-    for (const client of [a, b]) assert.equal(JSON.parse(await client.next() as string).data, "hi");
-    relay.child.kill("SIGTERM");
-    for (const client of [a, b]) assert.equal((await client.closed).code, 1001);
-    assert.equal(await relay.exit(), 0);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  await withConfig(
+    "server: {host: 127.0.0.1, port: 0, workers: 2, serve_example: true}\n" +
+      "websocket: {protocol: json}\nmetrics: {enabled: false}\n",
+    async (dir) => {
+      const { relay, url } = await RelayProcess.start(["-config-file", "config.yaml"], {
+        cwd: dir,
+      });
+      await using _ = relay;
+      const page = await fetch(url.replace("ws", "http"));
+      assert.equal(page.status, 200, "the example page is readable");
+      await page.body?.cancel();
+      const [a, b] = await Promise.all([TestClient.open(url), TestClient.open(url)]);
+      for (const client of [a, b]) {
+        client.send(JSON.stringify({ type: "subscribe", channel: "c" }));
+        assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+      }
+      a.send(JSON.stringify({ type: "publish", channel: "c", data: "hi" }));
+      for (const client of [a, b]) {
+        assert.equal(JSON.parse(await client.next() as string).data, "hi");
+      }
+      relay.child.kill("SIGTERM");
+      for (const client of [a, b]) assert.equal((await client.closed).code, 1001);
+      assert.equal(await relay.exit(), 0);
+    },
+  );
 });
 
 /** Where `deno compile` can get its runtime from without the network, if anywhere. */

@@ -2,18 +2,7 @@ import assert from "node:assert/strict";
 import { parseFlags } from "../cli.ts";
 import { VERSION } from "../version.ts";
 import { TestClient } from "./helpers.ts";
-import { RelayProcess, runRelay } from "./process.ts";
-
-/** A temp dir holding `config.yaml` with `yaml`, removed afterwards. */
-async function withConfig(yaml: string, body: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await Deno.writeTextFile(`${dir}/config.yaml`, yaml);
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { RelayProcess, runRelay, withConfig } from "./process.ts";
 
 const LOOPBACK = "server:\n  host: 127.0.0.1\n  port: 0\nmetrics:\n  host: 127.0.0.1\n  port: 0\n";
 

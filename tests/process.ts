@@ -103,3 +103,17 @@ function command(
     stderr,
   });
 }
+
+/** A temp dir holding `config.yaml` with `yaml`, removed afterwards. */
+export async function withConfig(
+  yaml: string,
+  body: (dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/config.yaml`, yaml);
+    await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}

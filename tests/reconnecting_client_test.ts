@@ -6,7 +6,7 @@ import {
   type ReconnectingClientOptions,
 } from "../reconnecting_client.ts";
 import { CuttableProxy, freePort, startTestRelay } from "./helpers.ts";
-import { RelayProcess } from "./process.ts";
+import { RelayProcess, withConfig } from "./process.ts";
 
 /** A clock whose timers run only when the test says so. */
 class ManualClock implements Clock {
@@ -135,43 +135,39 @@ Deno.test("ReconnectingClient sees every message exactly once across network dro
 });
 
 Deno.test("ReconnectingClient learns recovered: false when the relay restarted and its history is gone", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    // A fixed port, so the restarted relay is where the client reconnects.
-    const port = freePort();
-    await Deno.writeTextFile(
-      `${dir}/config.yaml`,
-      `server: {host: 127.0.0.1, port: ${port}}\nwebsocket: {protocol: json}\n` +
-        `metrics: {enabled: false}\nauth: {publish_keys: [k]}\n`,
-    );
-    const start = () => RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
-    const publish = (url: string, data: number) =>
-      fetch(`${url.replace("ws", "http")}api/publish`, {
-        method: "POST",
-        headers: { authorization: "Bearer k" },
-        body: JSON.stringify({ channel: "numbers", data }),
-      }).then((r) => r.json());
+  // A fixed port, so the restarted relay is where the client reconnects.
+  const port = freePort();
+  await withConfig(
+    `server: {host: 127.0.0.1, port: ${port}}\nwebsocket: {protocol: json}\n` +
+      `metrics: {enabled: false}\nauth: {publish_keys: [k]}\n`,
+    async (dir) => {
+      const start = () => RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
+      const publish = (url: string, data: number) =>
+        fetch(`${url.replace("ws", "http")}api/publish`, {
+          method: "POST",
+          headers: { authorization: "Bearer k" },
+          body: JSON.stringify({ channel: "numbers", data }),
+        }).then((r) => r.json());
 
-    let { relay, url } = await start();
-    const app = recorder(url);
-    app.client.subscribe("numbers");
-    await app.subscribed.next.promise;
-    for (let n = 1; n <= 5; n++) await publish(url, n);
-    await app.until(5);
-    const resubscribed = app.subscribed.next.promise;
-    relay.child.kill("SIGTERM");
-    assert.equal(await relay.exit(), 0);
-    ({ relay, url } = await start());
-    await using _ = relay;
-    assert.equal(await resubscribed, false);
-    assert.deepEqual(await publish(url, 6), { messages: 1, delivered: 1 });
-    await app.until(6);
-    assert.deepEqual(app.resyncs, ["numbers"]);
-    assert.deepEqual(app.seen.slice(0, 6), [1, 2, 3, 4, 5, 6]);
-    app.client.close();
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+      let { relay, url } = await start();
+      const app = recorder(url);
+      app.client.subscribe("numbers");
+      await app.subscribed.next.promise;
+      for (let n = 1; n <= 5; n++) await publish(url, n);
+      await app.until(5);
+      const resubscribed = app.subscribed.next.promise;
+      relay.child.kill("SIGTERM");
+      assert.equal(await relay.exit(), 0);
+      ({ relay, url } = await start());
+      await using _ = relay;
+      assert.equal(await resubscribed, false);
+      assert.deepEqual(await publish(url, 6), { messages: 1, delivered: 1 });
+      await app.until(6);
+      assert.deepEqual(app.resyncs, ["numbers"]);
+      assert.deepEqual(app.seen.slice(0, 6), [1, 2, 3, 4, 5, 6]);
+      app.client.close();
+    },
+  );
 });
 
 Deno.test("ReconnectingClient: unsubscribe stops a channel, errors reach onError, close() stops for good", async () => {
