@@ -1,14 +1,17 @@
 /**
- * One WebSocket connection: its socket, id, room or channels, outbound byte
- * budget, rate limit, token expiry, and the one way it is closed by the
- * server. In `json` mode it parses each frame into a command (see
- * `protocol.ts`) and answers the malformed ones itself. A client never
- * touches other clients; what it receives goes to its {@link ClientHost}
- * (the hub).
+ * One client of the relay on top of its {@link Connection}: id, room or
+ * channels, outbound byte budget, rate limit, token expiry, and the one way
+ * it is closed by the server. In `json` mode it parses each message into a
+ * command (see `protocol.ts`) and answers the malformed ones itself. A
+ * client never touches other clients; what it receives goes to its
+ * {@link ClientHost} (the hub). Framing, size limits, pings and the close
+ * handshake are the connection's (see `engine/`).
  *
  * @module
  */
 import type { ChannelPatterns } from "./auth.ts";
+import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./engine/connection.ts";
+import { Outbound, utf8Length } from "./engine/frame.ts";
 import {
   type Command,
   encodeError,
@@ -40,13 +43,11 @@ export interface ClientOptions {
   /** The peer's address, for logs. @default "" */
   remoteAddress?: string;
   /**
-   * Unsent bytes the socket may hold before the client counts as a slow
+   * Unsent bytes the connection may hold before the client counts as a slow
    * consumer and is closed with 1013.
    * @default 4194304
    */
   sendBufferBytes?: number;
-  /** Largest frame accepted from the client; larger closes with 1009. @default 1048576 */
-  maxMessageBytes?: number;
   /** `raw` relays frames untouched; `json` speaks the channel protocol. @default "raw" */
   protocol?: "raw" | "json";
   /** Frames per second the client may send, with bursts; `undefined`: no limit. */
@@ -61,8 +62,6 @@ export interface ClientOptions {
 export const CloseCode = {
   /** Going Away: the server is shutting down. */
   GOING_AWAY: 1001,
-  /** Message Too Big: a frame exceeded `max_message_bytes`. */
-  MESSAGE_TOO_BIG: 1009,
   /** Policy Violation: over the rate limit in `raw` mode. */
   POLICY_VIOLATION: 1008,
   /** Try Again Later: the client fell behind by more than its send budget. */
@@ -71,19 +70,15 @@ export const CloseCode = {
   TOKEN_EXPIRED: 4001,
 } as const;
 
-/** The reason text Deno puts on the close event when a ping went unanswered. */
-const DENO_IDLE_TIMEOUT_REASON = "No response from ping frame.";
-
 /** The longest delay a timer can take. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** The outcome of {@link Client.send}. */
-export type SendResult = "sent" | "closed" | "over_budget";
+export type { SendResult };
 
 let lastId = 0;
 
-/** One connection, wired to its host through the socket's events. */
-export class Client {
+/** One client, wired to its host through its connection's events. */
+export class Client implements ConnectionHandler {
   /** Unique within this process. */
   readonly id: string = (++lastId).toString(36);
   /** The room this client belongs to in `raw` mode. */
@@ -96,30 +91,24 @@ export class Client {
   readonly remoteAddress: string;
   /** When the upgrade was accepted, in ms since the epoch. */
   readonly connectedAt: number = Date.now();
-  /** Resolves once the socket is closed, whoever closed it. */
+  /** Resolves once the connection is gone, whoever closed it. */
   readonly closed: Promise<void>;
-  readonly #socket: WebSocket;
+  readonly #connection: Connection;
   readonly #host: ClientHost;
   readonly #sendBufferBytes: number;
-  readonly #maxMessageBytes: number;
   readonly #allowed: ChannelPatterns | undefined;
   readonly #bucket: TokenBucket | undefined;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #closeReason: DisconnectReason | undefined;
-  #closeOnOpen: [code: number, text: string] | undefined;
-  #failed = false;
   /** Open and not yet closed by either side; tracked here to keep `send` cheap. */
   #open = false;
-  /** Never less than the bytes the socket holds unsent. */
-  #inFlightBound = 0;
   #resolveClosed!: () => void;
 
-  constructor(socket: WebSocket, host: ClientHost, options: ClientOptions = {}) {
+  constructor(connection: Connection, host: ClientHost, options: ClientOptions = {}) {
     const {
       room = "",
       remoteAddress = "",
       sendBufferBytes = 4_194_304,
-      maxMessageBytes = 1_048_576,
       protocol = "raw",
       rateLimit,
       expiresAt,
@@ -131,82 +120,55 @@ export class Client {
     this.#bucket = rateLimit && new TokenBucket(rateLimit.perSecond, rateLimit.burst);
     if (expiresAt !== undefined) this.#expireAt(expiresAt);
     this.remoteAddress = remoteAddress;
-    this.#socket = socket;
+    this.#connection = connection;
     this.#host = host;
     this.#sendBufferBytes = sendBufferBytes;
-    this.#maxMessageBytes = maxMessageBytes;
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
-    // Binary frames relay as the ArrayBuffer they arrived in, never as Blob.
-    socket.binaryType = "arraybuffer";
-    // The client itself is the listener (handleEvent): no closure per socket.
-    socket.addEventListener("open", this);
-    socket.addEventListener("message", this);
-    socket.addEventListener("error", this);
-    socket.addEventListener("close", this);
+    connection.start(this);
   }
 
   /**
-   * Hands `data` to the socket unless that would put more than the send
-   * budget in flight. The check comes first because Deno buffers unsent
-   * data without limit: a client that stops reading would otherwise grow
-   * the server without bound.
-   *
-   * Reading `bufferedAmount` is a call into the runtime, so it is made only
-   * when an upper bound (the last reading plus everything sent since) says
-   * the budget could be passed: for a client that keeps up, about once per
-   * budget's worth of bytes rather than on every delivery. The bound never
-   * underestimates, so the budget is never exceeded.
+   * Queues `message` unless that would put more than the send budget in
+   * flight: the check comes first, so a client that stops reading cannot
+   * grow the server without bound.
    */
-  send(data: string | ArrayBuffer, bytes: number): SendResult {
+  send(message: Outbound): SendResult {
     if (!this.#open) return "closed";
-    let inFlight = this.#inFlightBound + bytes;
-    if (inFlight > this.#sendBufferBytes) {
-      inFlight = this.#socket.bufferedAmount + bytes;
-      if (inFlight > this.#sendBufferBytes) return "over_budget";
-    }
-    this.#inFlightBound = inFlight;
-    this.#socket.send(data);
-    return "sent";
+    return this.#connection.send(message, this.#sendBufferBytes);
   }
 
   /**
    * Closes the connection on the server's initiative, remembering why so the
    * close is counted under that reason. Safe to call more than once: the
-   * first reason wins.
+   * first reason wins. A slow consumer's unsent frames are dropped: it
+   * would never read them.
    */
   close(code: number, reason: DisconnectReason, text = ""): void {
     if (this.#closeReason !== undefined) return;
     this.#closeReason = reason;
     this.#open = false;
-    const socket = this.#socket;
-    if (socket.readyState === WebSocket.OPEN) socket.close(code, text);
-    // Before the handshake completes the close waits for it (see "open").
-    else if (socket.readyState === WebSocket.CONNECTING) this.#closeOnOpen = [code, text];
+    this.#connection.close(code, text, reason === "slow_consumer");
   }
 
-  /** Routes the socket's events; public only because the DOM calls it. */
-  handleEvent(event: Event): void {
-    switch (event.type) {
-      case "message":
-        return this.#onMessage((event as MessageEvent).data);
-      case "open":
-        if (this.#closeOnOpen !== undefined) return this.#socket.close(...this.#closeOnOpen);
-        this.#open = true;
-        return this.#host.register(this);
-      case "error":
-        this.#failed = true;
-        return;
-      case "close":
-        this.#open = false;
-        clearTimeout(this.#expiryTimer);
-        this.#host.unregister(this, this.#reasonFor(event as CloseEvent));
-        this.#resolveClosed();
-    }
+  /** @internal The connection opened: join the hub. */
+  onOpen(): void {
+    if (this.#closeReason !== undefined) return;
+    this.#open = true;
+    this.#host.register(this);
+  }
+
+  /** @internal The connection is gone. */
+  onClose(cause: CloseCause): void {
+    this.#open = false;
+    clearTimeout(this.#expiryTimer);
+    this.#host.unregister(this, this.#closeReason ?? (cause === "server" ? "error" : cause));
+    this.#resolveClosed();
   }
 
   /** Sends a reply of the channel protocol, under the same budget as any frame. */
-  reply(text: string): void {
-    if (this.send(text, utf8Length(text)) === "over_budget") {
+  reply(reply: string | Outbound): void {
+    const message = typeof reply === "string" ? new Outbound(reply, utf8Length(reply)) : reply;
+    if (this.send(message) === "over_budget") {
       this.close(CloseCode.TRY_AGAIN_LATER, "slow_consumer", "send buffer full");
     }
   }
@@ -224,12 +186,8 @@ export class Client {
     }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
   }
 
-  #onMessage(data: string | ArrayBuffer): void {
-    const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
-    if (bytes > this.#maxMessageBytes) {
-      this.close(CloseCode.MESSAGE_TOO_BIG, "too_large", "message too big");
-      return;
-    }
+  /** @internal A message from the peer. */
+  onMessage(data: string | ArrayBuffer, bytes: number): void {
     if (this.#bucket !== undefined && !this.#bucket.take()) {
       if (!this.json) {
         this.close(CloseCode.POLICY_VIOLATION, "rate_limited", "rate limit exceeded");
@@ -263,12 +221,6 @@ export class Client {
     this.#host.refused(error.code);
     if (this.json) this.reply(encodeError(error));
   }
-
-  #reasonFor(event: CloseEvent): DisconnectReason {
-    if (this.#closeReason !== undefined) return this.#closeReason;
-    if (event.reason === DENO_IDLE_TIMEOUT_REASON) return "idle_timeout";
-    return this.#failed ? "error" : "client_close";
-  }
 }
 
 /**
@@ -296,23 +248,4 @@ class TokenBucket {
     this.#tokens--;
     return true;
   }
-}
-
-/** UTF-8 length of a string without encoding it. */
-export function utf8Length(text: string): number {
-  let bytes = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) continue;
-    if (code < 0x800) {
-      bytes += 1;
-    } else if (code >= 0xd800 && code <= 0xdbff && i + 1 < text.length) {
-      // A surrogate pair is 2 UTF-16 units and 4 UTF-8 bytes.
-      bytes += 2;
-      i++;
-    } else {
-      bytes += 2;
-    }
-  }
-  return bytes;
 }

@@ -67,6 +67,7 @@ const websocketSchema = z.strictObject({
   max_message_bytes: intIn(1, MAX_INT).default(1_048_576),
   send_buffer_bytes: intIn(1, MAX_INT).default(4_194_304),
   idle_timeout: duration().default("60s"),
+  close_timeout: duration().default("5s"),
   echo: bool().default(true),
   rooms: z.enum(["none", "path"], { error: "expected none or path" })
     .default("none"),

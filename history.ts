@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Outbound } from "./engine/frame.ts";
 
 /** A message as history keeps it: the frame every subscriber got. */
 export interface HistoryEntry {
@@ -12,6 +13,8 @@ export interface HistoryEntry {
   /** When it was accepted, ms since the epoch. */
   time: number;
   frame: string;
+  /** The frame encoded for the wire, made once and shared by every replay. */
+  message?: Outbound;
 }
 
 /** What {@link History.since} found. */

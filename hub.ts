@@ -23,7 +23,8 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Client, type ClientHost, CloseCode, utf8Length } from "./client.ts";
+import { type Client, type ClientHost, CloseCode } from "./client.ts";
+import { Outbound, utf8Length } from "./engine/frame.ts";
 import { History, type HistoryEntry } from "./history.ts";
 import {
   type Command,
@@ -340,7 +341,8 @@ export class Hub extends EventTarget implements ClientHost {
       case "broadcast": {
         this.stats.messages++;
         const { from, room, data, bytes } = event;
-        const delivered = this.#fanOut(room, data, bytes, this.#echo ? undefined : from);
+        const skip = this.#echo ? undefined : from;
+        const delivered = this.#fanOut(room, new Outbound(data, bytes), skip);
         event.done?.(delivered);
         if (this.#link !== undefined) {
           this.#outbox.push({ room, data, bytes });
@@ -435,7 +437,7 @@ export class Hub extends EventTarget implements ClientHost {
       encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, recovered, id }),
     );
     // Replayed before any live message: the loop does nothing else meanwhile.
-    for (const entry of recovered ? replay.entries : []) client.reply(entry.frame);
+    for (const entry of recovered ? replay.entries : []) client.reply(encoded(entry));
   }
 
   /**
@@ -463,12 +465,12 @@ export class Hub extends EventTarget implements ClientHost {
       client.reply(
         encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, recovered, id }),
       );
-      for (const entry of recovered ? state.entries : []) client.reply(entry.frame);
+      for (const entry of recovered ? state.entries : []) client.reply(encoded(entry));
     }
     let last = state.seq;
     for (const entry of waiting) {
       if (entry.seq <= last) continue;
-      client.reply(entry.frame);
+      client.reply(encoded(entry));
       last = entry.seq;
     }
     if (channel.lastSeq < last) channel.floors.set(client, last);
@@ -506,9 +508,10 @@ export class Hub extends EventTarget implements ClientHost {
     const time = Date.now();
     const frame = encodeMessage(name, data, seq, time);
     const bytes = utf8Length(frame);
-    channel.history?.push({ seq, time, frame });
+    const message = new Outbound(frame, bytes);
+    channel.history?.push({ seq, time, frame, message });
     const skip = this.#echo ? undefined : this.#local(name, sender, origin);
-    const delivered = this.#fanOut(name, frame, bytes, skip, seq);
+    const delivered = this.#fanOut(name, message, skip, seq);
     if (this.#link !== undefined) {
       const from = origin ?? this.#link.index;
       this.#outbox.push({
@@ -541,12 +544,13 @@ export class Hub extends EventTarget implements ClientHost {
       // A replica of the sequencing hub's history, so clients here recover locally.
       const channel = this.#channel(room);
       channel.lastSeq = seq;
-      channel.history?.push({ seq, time: time!, frame: data as string });
-      this.#fanOut(room, data, bytes, skip, seq);
+      const message = new Outbound(data, bytes);
+      channel.history?.push({ seq, time: time!, frame: data as string, message });
+      this.#fanOut(room, message, skip, seq);
       this.#dropIfUnused(room, channel);
       return;
     }
-    this.#fanOut(room, data, bytes, skip);
+    this.#fanOut(room, new Outbound(data, bytes), skip);
   }
 
   /**
@@ -563,14 +567,11 @@ export class Hub extends EventTarget implements ClientHost {
     return undefined;
   }
 
-  /** Sends to every member of `room` but `skip`; returns how many got it. */
-  #fanOut(
-    room: string,
-    data: string | ArrayBuffer,
-    bytes: number,
-    skip?: Client,
-    seq?: number,
-  ): number {
+  /**
+   * Sends to every member of `room` but `skip`; returns how many got it. The
+   * message's frame is encoded once, on the first send, for all of them.
+   */
+  #fanOut(room: string, message: Outbound, skip?: Client, seq?: number): number {
     const channel = this.#channels.get(room);
     if (channel === undefined) return 0;
     // Only while a broker recovery is in flight or just done; never in raw mode.
@@ -578,22 +579,22 @@ export class Hub extends EventTarget implements ClientHost {
     let delivered = 0;
     for (const target of channel.members) {
       if (target === skip) continue;
-      if (gated && this.#held(channel, target, seq, data as string)) continue;
-      const result = target.send(data, bytes);
+      if (gated && this.#held(channel, target, seq, message)) continue;
+      const result = target.send(message);
       if (result === "sent") delivered++;
       else if (result === "over_budget") this.#close(target, "slow_consumer");
     }
     const stats = this.stats;
     stats.deliveries += delivered;
-    stats.bytesSent += delivered * bytes;
+    stats.bytesSent += delivered * message.bytes;
     return delivered;
   }
 
   /** Whether a recovery holds this message back from `target` (queued, or already sent). */
-  #held(channel: Channel, target: Client, seq: number, frame: string): boolean {
+  #held(channel: Channel, target: Client, seq: number, message: Outbound): boolean {
     const waiting = channel.pending.get(target);
     if (waiting !== undefined) {
-      waiting.push({ seq, time: 0, frame });
+      waiting.push({ seq, time: 0, frame: message.data as string, message });
       return true;
     }
     const floor = channel.floors.get(target);
@@ -675,4 +676,9 @@ export class Hub extends EventTarget implements ClientHost {
       client.close(CloseCode.GOING_AWAY, reason, "server shutting down");
     }
   }
+}
+
+/** A history entry's frame, encoded once however many clients recover it. */
+function encoded(entry: HistoryEntry): Outbound {
+  return entry.message ??= new Outbound(entry.frame, utf8Length(entry.frame));
 }

@@ -1,8 +1,9 @@
 /**
- * The network edge: `Deno.serve` for WebSockets (plain or TLS) and for
- * metrics, routing (upgrade, `/healthz`, `/readyz`, the publish API, the
- * example page, the 426 hint), the checks made before an upgrade (origin,
- * auth, connection limit, shutdown), and the relay's lifecycle through
+ * The network edge: the WebSocket port on `node:http` / `node:https` with
+ * upgrades handed to the engine (`engine/`), metrics on `Deno.serve`,
+ * routing (upgrade, `/healthz`, `/readyz`, the publish API, the example
+ * page, the 426 hint), the checks made before an upgrade (origin, auth,
+ * connection limit, shutdown), and the relay's lifecycle through
  * {@link startRelay} (or {@link createRelayHandler} for a program that
  * serves it itself). Fan-out is the hub's; Redis is the broker's.
  *
@@ -19,9 +20,16 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
 import { Client } from "./client.ts";
 import { type Config, durationMs } from "./config.ts";
-import { Authenticator } from "./auth.ts";
+import { Authenticator, type Grant } from "./auth.ts";
+import type { Connection } from "./engine/connection.ts";
+import { WebSocketEngine } from "./engine/engine.ts";
+import { checkHandshake, httpAnswer, type Refusal } from "./engine/handshake.ts";
+import { RuntimeConnection } from "./engine/runtime_connection.ts";
+import { formatHost, listenNode, remoteOf, toRequest } from "./node_server.ts";
 import { Hub, type HubOptions } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
@@ -106,6 +114,14 @@ export interface RelayHandler {
     info: Deno.ServeHandlerInfo<Deno.NetAddr>,
   ) => Promise<Response>;
   /**
+   * Takes a WebSocket upgrade from a `node:http` or `node:https` server's
+   * `upgrade` event (`server.on("upgrade", relay.handleUpgrade)`), served by
+   * the relay's own engine: the faster path, and the one that can release
+   * a peer that never answers a close. {@link handler} upgrades with Deno's
+   * runtime WebSocket instead.
+   */
+  readonly handleUpgrade: (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void;
+  /**
    * Stops accepting upgrades (`/readyz` answers 503), closes every client
    * with 1001 and waits for them up to `server.shutdown_timeout`; resolves
    * with how many were still open then.
@@ -136,62 +152,64 @@ export async function createRelayHandler(
   const connections = new Set<Client>();
   const allowedOrigins = new Set(serverConfig.allowed_origins.map((o) => o.toLowerCase()));
   const anyOrigin = allowedOrigins.size === 0 || allowedOrigins.has("*");
-  const idleTimeoutSeconds = durationMs(websocket.idle_timeout) / 1000;
+  const idleTimeoutMs = durationMs(websocket.idle_timeout);
+  const maxMessageBytes = websocket.max_message_bytes;
+  const engine = new WebSocketEngine({
+    maxMessageBytes,
+    idleTimeoutMs,
+    closeTimeoutMs: durationMs(websocket.close_timeout),
+  });
   const { messages_per_second: perSecond, burst } = websocket.rate_limit;
   const clientOptions = {
     sendBufferBytes: websocket.send_buffer_bytes,
-    maxMessageBytes: websocket.max_message_bytes,
     protocol: websocket.protocol,
     rateLimit: perSecond > 0 ? { perSecond, burst: burst || Math.ceil(perSecond) } : undefined,
   };
   let draining = false;
 
-  const reject = (
-    status: number,
+  type Admission =
+    | { ok: true; grant: Grant; room: string; remote: string }
+    | { ok: false; refusal: Refusal };
+  const refuse = (
     reason: RejectReason,
+    status: number,
     message: string,
-    headers: HeadersInit = {},
-  ) => {
+    headers?: Record<string, string>,
+  ): Admission => {
     stats.rejected[reason]++;
-    return new Response(`${message}\n`, { status, headers });
+    return { ok: false, refusal: { status, message, headers } };
   };
 
-  const upgrade = async (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
-    if (draining) return reject(503, "shutting_down", "Service Unavailable: shutting down");
+  /**
+   * The checks every upgrade passes, whichever path carries it. On success
+   * the connection is counted; the caller releases it if it goes no further.
+   */
+  const admit = async (request: Request, peer: Deno.NetAddr): Promise<Admission> => {
+    if (draining) return refuse("shutting_down", 503, "Service Unavailable: shutting down");
     const origin = request.headers.get("origin");
     if (!anyOrigin && origin !== null && !allowedOrigins.has(origin.toLowerCase())) {
-      return reject(403, "origin", `Forbidden: origin ${origin} is not allowed`);
+      return refuse("origin", 403, `Forbidden: origin ${origin} is not allowed`);
     }
+    const remote = remoteAddress(request, peer, serverConfig.trust_proxy);
     const checked = await auth.check(request);
     if (!checked.ok) {
-      log.info("refused {remote}: {reason}", {
-        remote: remoteAddress(request, info, serverConfig.trust_proxy),
-        reason: checked.reason,
-      });
-      return reject(401, checked.reason, `Unauthorized: ${checked.message}`, {
+      log.info("refused {remote}: {reason}", { remote, reason: checked.reason });
+      return refuse(checked.reason, 401, `Unauthorized: ${checked.message}`, {
         "www-authenticate": 'Bearer realm="relay"',
       });
     }
-    const { grant } = checked;
     const limit = serverConfig.max_connections;
     if (Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
       Atomics.sub(connectionCount, 0, 1);
-      return reject(503, "max_connections", "Service Unavailable: connection limit reached");
+      return refuse("max_connections", 503, "Service Unavailable: connection limit reached");
     }
-    // The request is consumed by the upgrade: read what we need first.
     const room = websocket.rooms === "path" ? new URL(request.url).pathname : "";
-    const remote = remoteAddress(request, info, serverConfig.trust_proxy);
-    let upgraded;
-    try {
-      upgraded = Deno.upgradeWebSocket(request, {
-        idleTimeout: idleTimeoutSeconds,
-        protocol: grant.protocol,
-      });
-    } catch (error) {
-      Atomics.sub(connectionCount, 0, 1);
-      return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
-    }
-    const client = new Client(upgraded.socket, hub, {
+    return { ok: true, grant: checked.grant, room, remote };
+  };
+
+  const serveClient = (connection: Connection, admitted: Admission & { ok: true }) => {
+    const { grant, room, remote } = admitted;
+    const client = new Client(connection, hub, {
       ...clientOptions,
       room,
       remoteAddress: remote,
@@ -203,6 +221,37 @@ export async function createRelayHandler(
       connections.delete(client);
       Atomics.sub(connectionCount, 0, 1);
     });
+  };
+
+  const handleUpgrade = async (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
+    // A socket that fails before it is a connection must not take the process with it.
+    socket.on("error", () => socket.destroy());
+    const handshake = checkHandshake(request.method ?? "", request.headers);
+    if (!handshake.ok) return void socket.end(httpAnswer(handshake));
+    const tls = "encrypted" in socket;
+    const admitted = await admit(toRequest(request, tls), remoteOf(request));
+    if (!admitted.ok) return void socket.end(httpAnswer(admitted.refusal));
+    if (socket.destroyed) return void Atomics.sub(connectionCount, 0, 1);
+    serveClient(engine.accept(socket, head, handshake.key, admitted.grant.protocol), admitted);
+  };
+
+  const upgrade = async (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
+    const admitted = await admit(request, info.remoteAddr);
+    if (!admitted.ok) {
+      const { status, message, headers } = admitted.refusal;
+      return new Response(`${message}\n`, { status, headers });
+    }
+    let upgraded;
+    try {
+      upgraded = Deno.upgradeWebSocket(request, {
+        idleTimeout: idleTimeoutMs / 1000,
+        protocol: admitted.grant.protocol,
+      });
+    } catch (error) {
+      Atomics.sub(connectionCount, 0, 1);
+      return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
+    }
+    serveClient(new RuntimeConnection(upgraded.socket, maxMessageBytes), admitted);
     return upgraded.response;
   };
 
@@ -238,7 +287,12 @@ export async function createRelayHandler(
     await broker?.close();
     return stragglers;
   };
-  return { hub, handler, drain };
+  return {
+    hub,
+    handler,
+    handleUpgrade: (request, socket, head) => void handleUpgrade(request, socket, head),
+    drain,
+  };
 }
 
 /** How one isolate's relay fits into a cluster; {@link startRelay} needs none of it. */
@@ -253,7 +307,7 @@ export interface ServeOptions extends HandlerOptions {
 export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
   const { server: serverConfig, metrics } = config;
   const { reusePort = serverConfig.reuse_port, logLifecycle = true } = options;
-  const { hub, handler, drain } = await createRelayHandler(config, options);
+  const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, options);
   const stats = hub.stats;
 
   const tls = serverConfig.tls.enabled
@@ -262,19 +316,30 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
       key: await readTlsFile("key", serverConfig.tls.key_file),
     }
     : undefined;
-  const wsServer = listen("WebSocket", {
-    hostname: serverConfig.host,
-    port: serverConfig.port,
-    reusePort,
-    ...tls,
-  }, handler);
+  let wsServer;
+  try {
+    wsServer = await listenNode(
+      "WebSocket",
+      {
+        hostname: serverConfig.host,
+        port: serverConfig.port,
+        reusePort,
+        ...tls,
+      },
+      handler,
+      handleUpgrade,
+    );
+  } catch (error) {
+    await hub.shutdown();
+    throw new RelayStartError((error as Error).message);
+  }
 
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (metrics.enabled) {
     try {
       metricsServer = listenMetrics(metrics, () => ({ stats, connectedClients: hub.size }));
     } catch (error) {
-      await wsServer.shutdown();
+      await wsServer.close();
       await hub.shutdown();
       throw error;
     }
@@ -294,7 +359,7 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
           timeout: serverConfig.shutdown_timeout,
         });
       }
-      await Promise.all([wsServer.shutdown(), metricsServer?.shutdown()]);
+      await Promise.all([wsServer.close(), metricsServer?.shutdown()]);
       if (logLifecycle) log.info("shut down");
     })();
     return stopping;
@@ -385,7 +450,7 @@ async function waitForClose(connections: Set<Client>, timeoutMs: number): Promis
 
 function listen(
   what: string,
-  options: Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem>,
+  options: Deno.ServeTcpOptions,
   handler: Deno.ServeHandler<Deno.NetAddr>,
 ): Deno.HttpServer<Deno.NetAddr> {
   try {
@@ -439,18 +504,9 @@ async function readExample(): Promise<
  * last `X-Forwarded-For` entry: the one our proxy added, which a client
  * cannot forge (entries before it can be anything the client sent).
  */
-function remoteAddress(
-  request: Request,
-  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
-  trustProxy: boolean,
-): string {
+function remoteAddress(request: Request, peer: Deno.NetAddr, trustProxy: boolean): string {
   const forwarded = trustProxy ? request.headers.get("x-forwarded-for") : null;
   const last = forwarded?.split(",").at(-1)?.trim();
   if (last) return last;
-  const { hostname, port } = info.remoteAddr;
-  return `${formatHost(hostname)}:${port}`;
-}
-
-function formatHost(hostname: string): string {
-  return hostname.includes(":") ? `[${hostname}]` : hostname;
+  return `${formatHost(peer.hostname)}:${peer.port}`;
 }

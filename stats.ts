@@ -13,6 +13,7 @@ export const DISCONNECT_REASONS = [
   "error",
   "slow_consumer",
   "too_large",
+  "protocol_error",
   "idle_timeout",
   "shutdown",
   "rate_limited",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { utf8Length } from "../client.ts";
+import { utf8Length } from "../engine/frame.ts";
 
 Deno.test("utf8Length() matches TextEncoder for 1- to 4-byte characters", () => {
   const encoder = new TextEncoder();

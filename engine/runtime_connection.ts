@@ -1,0 +1,99 @@
+/**
+ * The {@link Connection} contract over Deno's own WebSocket
+ * (`Deno.upgradeWebSocket`), for a program that serves the relay from its
+ * own `Deno.serve` (`createRelayHandler`). The runtime frames, pings and
+ * closes; this adapter adds what it does not: the message size limit (after
+ * the runtime has read the message, the best it allows) and the send budget
+ * (`bufferedAmount` is a call into the runtime, so it is read only when an
+ * upper bound says the budget could be passed). It cannot release a peer
+ * that never answers a close: the runtime offers no abort.
+ *
+ * @module
+ */
+import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./connection.ts";
+import { EngineCloseCode, type Outbound, utf8Length } from "./frame.ts";
+
+/** The reason text Deno puts on the close event when a ping went unanswered. */
+const DENO_IDLE_TIMEOUT_REASON = "No response from ping frame.";
+
+/** A runtime WebSocket as a {@link Connection}; see the module doc. */
+export class RuntimeConnection implements Connection {
+  readonly #socket: WebSocket;
+  readonly #maxMessageBytes: number;
+  #handler: ConnectionHandler | undefined;
+  #open = false;
+  #cause: CloseCause | undefined;
+  #closeOnOpen: [code: number, reason: string] | undefined;
+  /** Never less than the bytes the socket holds unsent. */
+  #inFlightBound = 0;
+
+  constructor(socket: WebSocket, maxMessageBytes: number) {
+    this.#socket = socket;
+    this.#maxMessageBytes = maxMessageBytes;
+    // Binary frames arrive as the ArrayBuffer they came in, never as Blob.
+    socket.binaryType = "arraybuffer";
+  }
+
+  start(handler: ConnectionHandler): void {
+    this.#handler = handler;
+    // The adapter itself is the listener (handleEvent): no closure per socket.
+    for (const type of ["open", "message", "error", "close"]) {
+      this.#socket.addEventListener(type, this);
+    }
+  }
+
+  send(message: Outbound, budget: number): SendResult {
+    if (!this.#open) return "closed";
+    const bytes = message.bytes;
+    let inFlight = this.#inFlightBound + bytes;
+    if (inFlight > budget) {
+      inFlight = this.#socket.bufferedAmount + bytes;
+      if (inFlight > budget) return "over_budget";
+    }
+    this.#inFlightBound = inFlight;
+    this.#socket.send(message.data);
+    return "sent";
+  }
+
+  close(code: number, reason: string): void {
+    this.#cause ??= "server";
+    this.#open = false;
+    const socket = this.#socket;
+    if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
+    // Before the handshake completes the close waits for it (see "open").
+    else if (socket.readyState === WebSocket.CONNECTING) this.#closeOnOpen ??= [code, reason];
+  }
+
+  /** Routes the socket's events; public only because the DOM calls it. */
+  handleEvent(event: Event): void {
+    switch (event.type) {
+      case "message":
+        return this.#onMessage((event as MessageEvent).data);
+      case "open":
+        if (this.#closeOnOpen !== undefined) return this.#socket.close(...this.#closeOnOpen);
+        this.#open = true;
+        return this.#handler!.onOpen();
+      case "error":
+        this.#cause ??= "error";
+        return;
+      case "close": {
+        this.#open = false;
+        const { reason, code } = event as CloseEvent;
+        if (reason === DENO_IDLE_TIMEOUT_REASON) this.#cause ??= "idle_timeout";
+        this.#cause ??= code === 1006 ? "error" : "client_close";
+        this.#handler!.onClose(this.#cause);
+      }
+    }
+  }
+
+  #onMessage(data: string | ArrayBuffer): void {
+    if (!this.#open) return;
+    const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
+    if (bytes > this.#maxMessageBytes) {
+      this.#cause ??= "too_large";
+      this.close(EngineCloseCode.MESSAGE_TOO_BIG, "message too big");
+      return;
+    }
+    this.#handler!.onMessage(data, bytes);
+  }
+}

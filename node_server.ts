@@ -1,0 +1,144 @@
+/**
+ * The relay's listener: `node:http` (or `node:https` with TLS) under Deno,
+ * because its `upgrade` event hands over the raw socket that the WebSocket
+ * engine needs. Ordinary requests are answered by a fetch-style handler
+ * (`Request` in, `Response` out), the same one a program can mount on its
+ * own `Deno.serve`, so routes are written once.
+ *
+ * @module
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { Duplex } from "node:stream";
+import { Readable } from "node:stream";
+
+/** A fetch-style handler as `Deno.serve` takes it. */
+export type FetchHandler = (
+  request: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Response | Promise<Response>;
+
+/** What a WebSocket upgrade is handed: the request, its socket, and bytes read past its head. */
+export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Uint8Array) => void;
+
+/** Where and how to listen. */
+export interface ListenOptions {
+  hostname: string;
+  port: number;
+  reusePort?: boolean;
+  /** PEM certificate chain and key: serve TLS. */
+  cert?: string;
+  key?: string;
+}
+
+/** A listening server. */
+export interface NodeListener {
+  readonly addr: Deno.NetAddr;
+  /** Stops accepting and closes idle keep-alive connections; resolves once closed. */
+  close(): Promise<void>;
+  /** Resolves when the server has closed. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * Listens as `options` says, answering requests with `handler` and passing
+ * upgrades to `onUpgrade`. Rejects with `Cannot listen for <what> on
+ * <host:port>: <why>` when the port cannot be had.
+ */
+export async function listenNode(
+  what: string,
+  options: ListenOptions,
+  handler: FetchHandler,
+  onUpgrade: UpgradeHandler,
+): Promise<NodeListener> {
+  const { hostname, port, reusePort = false, cert, key } = options;
+  const server: Server = cert !== undefined && key !== undefined
+    ? createHttpsServer({ cert, key })
+    : createHttpServer();
+  server.on("request", (request, response) => {
+    answer(handler, request, response, options.cert !== undefined);
+  });
+  server.on("upgrade", onUpgrade);
+  const { promise: finished, resolve: closed } = Promise.withResolvers<void>();
+  server.on("close", () => closed());
+  await new Promise<void>((resolve, reject) => {
+    const onError = (error: NodeJS.ErrnoException) => {
+      const why = error.code === "EADDRINUSE" ? "address already in use" : error.message;
+      reject(new Error(`Cannot listen for ${what} on ${formatHost(hostname)}:${port}: ${why}`));
+    };
+    server.once("error", onError);
+    server.listen({ host: hostname, port, reusePort }, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === "string") {
+    throw new Error(`Cannot listen for ${what}: no TCP address`);
+  }
+  return {
+    addr: { transport: "tcp", hostname: address.address, port: address.port },
+    close() {
+      server.close();
+      server.closeAllConnections();
+      return finished;
+    },
+    finished,
+  };
+}
+
+/** `[host]` for IPv6 addresses, as URLs and `host:port` need. */
+export function formatHost(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/** The web `Request` for a node request; the body streams (only a publish reads it). */
+export function toRequest(request: IncomingMessage, tls: boolean): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined) continue;
+    for (const one of Array.isArray(value) ? value : [value]) headers.append(name, one);
+  }
+  const method = request.method ?? "GET";
+  const hasBody = method !== "GET" && method !== "HEAD";
+  const host = request.headers.host ?? "localhost";
+  return new Request(`${tls ? "https" : "http"}://${host}${request.url ?? "/"}`, {
+    method,
+    headers,
+    body: hasBody ? Readable.toWeb(request) as ReadableStream<Uint8Array> : undefined,
+    // @ts-ignore: `duplex` is required for a streamed body but not yet in the DOM types.
+    duplex: hasBody ? "half" : undefined,
+  });
+}
+
+/** The peer of a node request, as `Deno.serve` would report it. */
+export function remoteOf(request: IncomingMessage): Deno.NetAddr {
+  return {
+    transport: "tcp",
+    hostname: request.socket.remoteAddress ?? "",
+    port: request.socket.remotePort ?? 0,
+  };
+}
+
+async function answer(
+  handler: FetchHandler,
+  request: IncomingMessage,
+  response: import("node:http").ServerResponse,
+  tls: boolean,
+): Promise<void> {
+  let reply: Response;
+  try {
+    reply = await handler(toRequest(request, tls), {
+      remoteAddr: remoteOf(request),
+      completed: Promise.resolve(),
+    });
+  } catch {
+    reply = new Response("Internal Server Error\n", { status: 500 });
+  }
+  const body = new Uint8Array(await reply.arrayBuffer());
+  const headers: Record<string, string> = {};
+  reply.headers.forEach((value, name) => headers[name] = value);
+  headers["content-length"] = String(body.length);
+  response.writeHead(reply.status, headers);
+  response.end(body);
+}
