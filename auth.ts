@@ -30,6 +30,15 @@ export type AuthResult =
   | { ok: true; grant: Grant }
   | { ok: false; reason: AuthFailure; message: string };
 
+/**
+ * What auth reads of a request: its URL and headers. A `Request` is one; the
+ * engine's upgrade path passes a lighter view of the `node:http` request.
+ */
+export interface RequestHead {
+  readonly url: string;
+  readonly headers: { get(name: string): string | null };
+}
+
 /** The subprotocol entry prefix that carries a token. */
 export const BEARER_PROTOCOL_PREFIX = "bearer.";
 
@@ -90,7 +99,7 @@ export class Authenticator {
   }
 
   /** Checks an upgrade request; the grant says what the client may do. */
-  async check(request: Request): Promise<AuthResult> {
+  async check(request: RequestHead): Promise<AuthResult> {
     const offered = offeredProtocols(request);
     const protocol = offered.find((p) => !p.startsWith(BEARER_PROTOCOL_PREFIX)) ?? offered[0];
     const mode = this.#config.mode;
@@ -112,7 +121,7 @@ export class Authenticator {
   }
 
   /** Whether a publish API request carries one of `auth.publish_keys`. */
-  mayPublish(request: Request): boolean {
+  mayPublish(request: RequestHead): boolean {
     const token = bearerToken(request, []);
     return token !== undefined && oneOf(token, this.#publishKeys);
   }
@@ -154,12 +163,12 @@ export class Authenticator {
   }
 }
 
-function offeredProtocols(request: Request): string[] {
+function offeredProtocols(request: RequestHead): string[] {
   const header = request.headers.get("sec-websocket-protocol");
   return header === null ? [] : header.split(",").map((p) => p.trim()).filter((p) => p !== "");
 }
 
-function bearerToken(request: Request, offered: string[]): string | undefined {
+function bearerToken(request: RequestHead, offered: string[]): string | undefined {
   const header = request.headers.get("authorization");
   const match = header?.match(/^Bearer\s+(\S+)\s*$/i);
   if (match) return match[1];

@@ -56,6 +56,8 @@ export interface ClientOptions {
   expiresAt?: number;
   /** The channels it may use (from its token); `undefined`: all. */
   channels?: ChannelPatterns;
+  /** Called once the connection is gone, after the host heard of it. */
+  onClosed?: (client: Client) => void;
 }
 
 /** Close codes the relay sends (RFC 6455 section 7.4.1 and the IANA registry). */
@@ -91,8 +93,6 @@ export class Client implements ConnectionHandler {
   readonly remoteAddress: string;
   /** When the upgrade was accepted, in ms since the epoch. */
   readonly connectedAt: number = Date.now();
-  /** Resolves once the connection is gone, whoever closed it. */
-  readonly closed: Promise<void>;
   readonly #connection: Connection;
   readonly #host: ClientHost;
   readonly #sendBufferBytes: number;
@@ -102,7 +102,7 @@ export class Client implements ConnectionHandler {
   #closeReason: DisconnectReason | undefined;
   /** Open and not yet closed by either side; tracked here to keep `send` cheap. */
   #open = false;
-  #resolveClosed!: () => void;
+  readonly #onClosed: ((client: Client) => void) | undefined;
 
   constructor(connection: Connection, host: ClientHost, options: ClientOptions = {}) {
     const {
@@ -113,6 +113,7 @@ export class Client implements ConnectionHandler {
       rateLimit,
       expiresAt,
       channels,
+      onClosed,
     } = options;
     this.room = room;
     this.json = protocol === "json";
@@ -123,7 +124,7 @@ export class Client implements ConnectionHandler {
     this.#connection = connection;
     this.#host = host;
     this.#sendBufferBytes = sendBufferBytes;
-    this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#onClosed = onClosed;
     connection.start(this);
   }
 
@@ -162,7 +163,7 @@ export class Client implements ConnectionHandler {
     this.#open = false;
     clearTimeout(this.#expiryTimer);
     this.#host.unregister(this, this.#closeReason ?? (cause === "server" ? "error" : cause));
-    this.#resolveClosed();
+    this.#onClosed?.(this);
   }
 
   /** Sends a reply of the channel protocol, under the same budget as any frame. */

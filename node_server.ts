@@ -11,6 +11,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server } f
 import { createServer as createHttpsServer } from "node:https";
 import type { Duplex } from "node:stream";
 import { Readable } from "node:stream";
+import type { RequestHead } from "./auth.ts";
 
 /** A fetch-style handler as `Deno.serve` takes it. */
 export type FetchHandler = (
@@ -93,7 +94,7 @@ export function formatHost(hostname: string): string {
 }
 
 /** The web `Request` for a node request; the body streams (only a publish reads it). */
-export function toRequest(request: IncomingMessage, tls: boolean): Request {
+function toRequest(request: IncomingMessage, tls: boolean): Request {
   const headers = new Headers();
   for (const [name, value] of Object.entries(request.headers)) {
     if (value === undefined) continue;
@@ -109,6 +110,24 @@ export function toRequest(request: IncomingMessage, tls: boolean): Request {
     // @ts-ignore: `duplex` is required for a streamed body but not yet in the DOM types.
     duplex: hasBody ? "half" : undefined,
   });
+}
+
+/**
+ * The URL and headers of a node request without building a `Request`: an
+ * upgrade needs only a few headers, and every connection pays for what is
+ * built here.
+ */
+export function headOf(request: IncomingMessage, tls: boolean): RequestHead {
+  const headers = request.headers;
+  return {
+    url: `${tls ? "https" : "http"}://${headers.host ?? "localhost"}${request.url ?? "/"}`,
+    headers: {
+      get(name: string): string | null {
+        const value = headers[name.toLowerCase()];
+        return value === undefined ? null : Array.isArray(value) ? value.join(", ") : value;
+      },
+    },
+  };
 }
 
 /** The peer of a node request, as `Deno.serve` would report it. */

@@ -24,12 +24,12 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import { Client } from "./client.ts";
 import { type Config, durationMs } from "./config.ts";
-import { Authenticator, type Grant } from "./auth.ts";
+import { Authenticator, type Grant, type RequestHead } from "./auth.ts";
 import type { Connection } from "./engine/connection.ts";
 import { WebSocketEngine } from "./engine/engine.ts";
 import { checkHandshake, httpAnswer, type Refusal } from "./engine/handshake.ts";
 import { RuntimeConnection } from "./engine/runtime_connection.ts";
-import { formatHost, listenNode, remoteOf, toRequest } from "./node_server.ts";
+import { formatHost, headOf, listenNode, remoteOf } from "./node_server.ts";
 import { Hub, type HubOptions } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
@@ -166,6 +166,14 @@ export async function createRelayHandler(
     rateLimit: perSecond > 0 ? { perSecond, burst: burst || Math.ceil(perSecond) } : undefined,
   };
   let draining = false;
+  /** Resolved when the last connection is gone during a drain. */
+  let allClosed: PromiseWithResolvers<void> | undefined;
+  // One function for every client: no closure per connection.
+  const onClosed = (client: Client) => {
+    connections.delete(client);
+    Atomics.sub(connectionCount, 0, 1);
+    if (connections.size === 0) allClosed?.resolve();
+  };
 
   type Admission =
     | { ok: true; grant: Grant; room: string; remote: string }
@@ -184,7 +192,7 @@ export async function createRelayHandler(
    * The checks every upgrade passes, whichever path carries it. On success
    * the connection is counted; the caller releases it if it goes no further.
    */
-  const admit = async (request: Request, peer: Deno.NetAddr): Promise<Admission> => {
+  const admit = async (request: RequestHead, peer: Deno.NetAddr): Promise<Admission> => {
     if (draining) return refuse("shutting_down", 503, "Service Unavailable: shutting down");
     const origin = request.headers.get("origin");
     if (!anyOrigin && origin !== null && !allowedOrigins.has(origin.toLowerCase())) {
@@ -215,21 +223,17 @@ export async function createRelayHandler(
       remoteAddress: remote,
       expiresAt: grant.expiresAt,
       channels: grant.channels,
+      onClosed,
     });
     connections.add(client);
-    client.closed.then(() => {
-      connections.delete(client);
-      Atomics.sub(connectionCount, 0, 1);
-    });
   };
 
   const handleUpgrade = async (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
-    // A socket that fails before it is a connection must not take the process with it.
-    socket.on("error", () => socket.destroy());
+    socket.on("error", destroySocket);
     const handshake = checkHandshake(request.method ?? "", request.headers);
     if (!handshake.ok) return void socket.end(httpAnswer(handshake));
     const tls = "encrypted" in socket;
-    const admitted = await admit(toRequest(request, tls), remoteOf(request));
+    const admitted = await admit(headOf(request, tls), remoteOf(request));
     if (!admitted.ok) return void socket.end(httpAnswer(admitted.refusal));
     if (socket.destroyed) return void Atomics.sub(connectionCount, 0, 1);
     serveClient(engine.accept(socket, head, handshake.key, admitted.grant.protocol), admitted);
@@ -283,9 +287,12 @@ export async function createRelayHandler(
   const drain = async () => {
     draining = true;
     await hub.shutdown();
-    const stragglers = await waitForClose(connections, shutdownTimeoutMs);
+    if (connections.size > 0) {
+      allClosed = Promise.withResolvers();
+      await within(allClosed.promise, shutdownTimeoutMs);
+    }
     await broker?.close();
-    return stragglers;
+    return connections.size;
   };
   return {
     hub,
@@ -435,17 +442,19 @@ export function listenMetrics(
 }
 
 /** Resolves with how many connections were still open when the deadline passed. */
-async function waitForClose(connections: Set<Client>, timeoutMs: number): Promise<number> {
+/** A socket that fails before it is a connection must not take the process with it. */
+function destroySocket(this: Duplex): void {
+  this.destroy();
+}
+
+/** Resolves when `promise` does or `timeoutMs` has passed, whichever is first. */
+async function within(promise: Promise<void>, timeoutMs: number): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await Promise.race([
-      Promise.all([...connections].map((client) => client.closed)),
-      new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
-    ]);
+    await Promise.race([promise, new Promise((resolve) => timer = setTimeout(resolve, timeoutMs))]);
   } finally {
     clearTimeout(timer);
   }
-  return connections.size;
 }
 
 function listen(
@@ -504,7 +513,7 @@ async function readExample(): Promise<
  * last `X-Forwarded-For` entry: the one our proxy added, which a client
  * cannot forge (entries before it can be anything the client sent).
  */
-function remoteAddress(request: Request, peer: Deno.NetAddr, trustProxy: boolean): string {
+function remoteAddress(request: RequestHead, peer: Deno.NetAddr, trustProxy: boolean): string {
   const forwarded = trustProxy ? request.headers.get("x-forwarded-for") : null;
   const last = forwarded?.split(",").at(-1)?.trim();
   if (last) return last;

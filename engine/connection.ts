@@ -100,11 +100,21 @@ function flushPending(): void {
   for (const connection of flushing) connection.flush();
 }
 
-/** A connection the engine accepted; see the module doc. */
-export class WebSocketConnection implements Connection {
-  readonly #socket: Duplex;
-  readonly #parser: FrameParser;
+/** The connection a socket carries, for the listeners shared by every socket. */
+const CONNECTION = Symbol("connection");
+type CarrierSocket = Duplex & { [CONNECTION]: WebSocketConnection };
+
+/**
+ * A connection the engine accepted; see the module doc. Idle connections
+ * are the many, so one costs little: the socket's listeners are shared
+ * functions, the parser is made on the first inbound bytes, and the
+ * connection is the parser's sink itself.
+ */
+export class WebSocketConnection implements Connection, ParserSink {
+  readonly #socket: CarrierSocket;
   readonly #options: ConnectionOptions;
+  readonly #onGone: (connection: WebSocketConnection) => void;
+  #parser: FrameParser | undefined;
   #handler: ConnectionHandler | undefined;
   /** Bytes the peer sent right after its handshake, parsed once a handler is there. */
   #head: Uint8Array | undefined;
@@ -120,10 +130,9 @@ export class WebSocketConnection implements Connection {
   #pingSent = false;
   /** Time left before the socket is destroyed; counts down only while closing. */
   #closeDeadlineMs = 0;
-  readonly #onWritten = (error?: Error | null) => {
-    this.#writing = false;
-    if (!error && this.#queue.length > 0) this.flush();
-  };
+  #onWritten: ((error?: Error | null) => void) | undefined;
+  /** Our side of the TCP connection is closed: inbound bytes are ignored. */
+  #hungUp = false;
 
   /**
    * Takes over `socket` with the 101 answer (`greeting`) as its first
@@ -137,43 +146,35 @@ export class WebSocketConnection implements Connection {
     head: Uint8Array,
     onGone: (connection: WebSocketConnection) => void,
   ) {
-    this.#socket = socket;
+    const carrier = socket as CarrierSocket;
+    carrier[CONNECTION] = this;
+    this.#socket = carrier;
     this.#options = options;
+    this.#onGone = onGone;
     this.#head = head.length > 0 ? head : undefined;
-    const sink: ParserSink = {
-      message: (data, bytes) => {
-        // After our close frame the peer's data has no one to go to.
-        if (this.#state === State.Open) this.#handler!.onMessage(data, bytes);
-      },
-      ping: (payload) => {
-        if (this.#state === State.Open) this.#enqueue(encodeFrame(Opcode.PONG, payload));
-      },
-      // Any inbound bytes count as life (see tick); a pong needs nothing more.
-      pong: () => {},
-      close: (code) => this.#peerClosed(code),
-      fail: (code, reason) => this.#violated(code, reason),
-    };
-    this.#parser = new FrameParser(sink, options.maxMessageBytes);
     this.#enqueue(greeting);
-    socket.on("data", (chunk: Uint8Array) => {
-      this.#readSinceTick = true;
-      this.#parser.push(chunk);
-    });
-    socket.on("end", () => {
-      // Without a close frame first, the peer went away (1006 in RFC terms).
-      this.#cause ??= "error";
-      socket.destroy();
-    });
-    socket.on("error", () => {
-      this.#cause ??= "error";
-    });
-    socket.on("close", () => {
-      this.#state = State.Closed;
-      this.#queue = [];
-      this.#queuedBytes = 0;
-      onGone(this);
-      this.#handler?.onClose(this.#cause ?? "error");
-    });
+    socket.on("data", WebSocketConnection.#onData);
+    socket.on("end", WebSocketConnection.#onEnd);
+    socket.on("error", WebSocketConnection.#onError);
+    socket.on("close", WebSocketConnection.#onSocketClose);
+  }
+
+  static #onData(this: CarrierSocket, chunk: Uint8Array): void {
+    this[CONNECTION].#read(chunk);
+  }
+
+  static #onEnd(this: CarrierSocket): void {
+    // Without a close frame first, the peer went away (1006 in RFC terms).
+    this[CONNECTION].#cause ??= "error";
+    this.destroy();
+  }
+
+  static #onError(this: CarrierSocket): void {
+    this[CONNECTION].#cause ??= "error";
+  }
+
+  static #onSocketClose(this: CarrierSocket): void {
+    this[CONNECTION].#gone();
   }
 
   /** Bytes held for the peer: queued here plus not yet taken by the kernel. */
@@ -186,10 +187,7 @@ export class WebSocketConnection implements Connection {
     handler.onOpen();
     const head = this.#head;
     this.#head = undefined;
-    if (head !== undefined && this.#state === State.Open) {
-      this.#readSinceTick = true;
-      this.#parser.push(head);
-    }
+    if (head !== undefined) this.#read(head);
   }
 
   send(message: Outbound, budget: number): SendResult {
@@ -258,8 +256,22 @@ export class WebSocketConnection implements Connection {
     this.#enqueue(PING);
   }
 
-  /** The peer's close frame: answer it (unless it answers ours), then hang up. */
-  #peerClosed(code: number | undefined): void {
+  /** @internal {@link ParserSink}: a complete message. */
+  onMessage(data: string | ArrayBuffer, bytes: number): void {
+    // After our close frame the peer's data has no one to go to.
+    if (this.#state === State.Open) this.#handler!.onMessage(data, bytes);
+  }
+
+  /** @internal {@link ParserSink}: a ping, answered with the same payload. */
+  onPing(payload: Uint8Array): void {
+    if (this.#state === State.Open) this.#enqueue(encodeFrame(Opcode.PONG, payload));
+  }
+
+  /** @internal {@link ParserSink}: any inbound bytes count as life (see tick). */
+  onPong(): void {}
+
+  /** @internal {@link ParserSink}: the peer's close; answer it (unless it answers ours), hang up. */
+  onCloseFrame(code: number | undefined): void {
     if (this.#state === State.Open) {
       this.#cause = "client_close";
       this.#sendClose(code, "");
@@ -267,13 +279,34 @@ export class WebSocketConnection implements Connection {
     this.#hangUp();
   }
 
-  /** A protocol violation: close with `code` and hang up without waiting for the peer. */
-  #violated(code: number, reason: string): void {
+  /** @internal {@link ParserSink}: a violation; close with `code`, hang up without waiting. */
+  onViolation(code: number, reason: string): void {
     if (this.#state === State.Open) {
       this.#cause = code === EngineCloseCode.MESSAGE_TOO_BIG ? "too_large" : "protocol_error";
       this.#sendClose(code, reason);
     }
     this.#hangUp();
+  }
+
+  #read(chunk: Uint8Array): void {
+    this.#readSinceTick = true;
+    if (this.#handler === undefined) {
+      // Before start() the bytes wait with the head.
+      const head = this.#head;
+      this.#head = head === undefined ? chunk : concat([head, chunk], head.length + chunk.length);
+      return;
+    }
+    // After we hung up, or once the socket is gone, nothing more is read.
+    if (this.#hungUp || this.#state === State.Closed) return;
+    (this.#parser ??= new FrameParser(this, this.#options.maxMessageBytes)).push(chunk);
+  }
+
+  #gone(): void {
+    this.#state = State.Closed;
+    this.#queue = [];
+    this.#queuedBytes = 0;
+    this.#onGone(this);
+    this.#handler?.onClose(this.#cause ?? "error");
   }
 
   #sendClose(code: number | undefined, reason: string): void {
@@ -288,7 +321,7 @@ export class WebSocketConnection implements Connection {
    * destroys the socket if the peer never reads what is left.
    */
   #hangUp(): void {
-    this.#parser.stop();
+    this.#hungUp = true;
     if (this.#queue.length > 0) this.#writeQueue();
     this.#socket.end();
   }
@@ -299,7 +332,13 @@ export class WebSocketConnection implements Connection {
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#writing = true;
-    this.#socket.write(chunk, this.#onWritten);
+    this.#socket.write(
+      chunk,
+      this.#onWritten ??= (error) => {
+        this.#writing = false;
+        if (!error && this.#queue.length > 0) this.flush();
+      },
+    );
   }
 
   #enqueue(frame: Uint8Array): void {

@@ -16,13 +16,13 @@ import { EngineCloseCode, isValidCloseCode, Opcode } from "./frame.ts";
 /** Where the parser's results go; the connection implements it. */
 export interface ParserSink {
   /** A complete message: text as a string, binary as an `ArrayBuffer` of `bytes`. */
-  message(data: string | ArrayBuffer, bytes: number): void;
-  ping(payload: Uint8Array): void;
-  pong(payload: Uint8Array): void;
-  /** A valid close frame: `code` is `undefined` when it carried none. */
-  close(code: number | undefined, reason: string): void;
+  onMessage(data: string | ArrayBuffer, bytes: number): void;
+  onPing(payload: Uint8Array): void;
+  onPong(payload: Uint8Array): void;
+  /** A valid close frame: `code` is `undefined` when it carried none. Nothing follows. */
+  onCloseFrame(code: number | undefined, reason: string): void;
   /** A violation: the connection must be closed with `code`. Nothing follows. */
-  fail(code: number, reason: string): void;
+  onViolation(code: number, reason: string): void;
 }
 
 /** For whole text messages only: without `stream` it keeps no state between calls. */
@@ -135,7 +135,7 @@ export class FrameParser {
     }
     if (opcode < Opcode.CLOSE && this.#messageBytes + length > this.#maxMessageBytes) {
       this.#done = true;
-      return this.#sink.fail(
+      return this.#sink.onViolation(
         EngineCloseCode.MESSAGE_TOO_BIG,
         `message over ${this.#maxMessageBytes} bytes`,
       );
@@ -152,9 +152,9 @@ export class FrameParser {
     unmask(payload, this.#mask, this.#maskWord[0]);
     switch (this.#opcode) {
       case Opcode.PING:
-        return this.#sink.ping(payload);
+        return this.#sink.onPing(payload);
       case Opcode.PONG:
-        return this.#sink.pong(payload);
+        return this.#sink.onPong(payload);
       case Opcode.CLOSE:
         return this.#close(payload);
       case Opcode.CONTINUATION:
@@ -168,14 +168,14 @@ export class FrameParser {
 
   /** An unfragmented message. */
   #whole(opcode: number, payload: Uint8Array<ArrayBuffer>): void {
-    if (opcode === Opcode.BINARY) return this.#sink.message(payload.buffer, payload.length);
+    if (opcode === Opcode.BINARY) return this.#sink.onMessage(payload.buffer, payload.length);
     let text;
     try {
       text = utf8.decode(payload);
     } catch {
       return this.#fail("text is not valid UTF-8", EngineCloseCode.INVALID_PAYLOAD);
     }
-    this.#sink.message(text, payload.length);
+    this.#sink.onMessage(text, payload.length);
   }
 
   /** One piece of a fragmented message; the last one completes it. */
@@ -200,13 +200,13 @@ export class FrameParser {
     this.#messageBytes = 0;
     this.#textParts = [];
     this.#binaryParts = [];
-    this.#sink.message(data, bytes);
+    this.#sink.onMessage(data, bytes);
   }
 
   #close(payload: Uint8Array): void {
     if (payload.length === 0) {
       this.#done = true;
-      return this.#sink.close(undefined, "");
+      return this.#sink.onCloseFrame(undefined, "");
     }
     if (payload.length === 1) return this.#fail("close payload of 1 byte");
     const code = (payload[0] << 8) | payload[1];
@@ -218,12 +218,12 @@ export class FrameParser {
       return this.#fail("close reason is not valid UTF-8", EngineCloseCode.INVALID_PAYLOAD);
     }
     this.#done = true;
-    this.#sink.close(code, reason);
+    this.#sink.onCloseFrame(code, reason);
   }
 
   #fail(reason: string, code: number = EngineCloseCode.PROTOCOL_ERROR): void {
     this.#done = true;
-    this.#sink.fail(code, reason);
+    this.#sink.onViolation(code, reason);
   }
 }
 
