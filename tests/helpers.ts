@@ -161,6 +161,27 @@ export async function connectRaw(relay: Relay): Promise<RawWebSocket> {
   return socket;
 }
 
+/**
+ * Resolves once the kernel holds no TCP connection from the server's
+ * `serverPort` to `peer` (as `ss -tn` lists them, in any state); throws
+ * after `timeoutMs`.
+ */
+export async function untilTcpGone(
+  serverPort: number,
+  peer: Deno.NetAddr,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const filter = `( sport = :${serverPort} and dport = :${peer.port} )`;
+  while (true) {
+    const { stdout } = await new Deno.Command("ss", { args: ["-tanH", filter] }).output();
+    const lines = new TextDecoder().decode(stdout).trim();
+    if (lines === "") return;
+    if (Date.now() > deadline) throw new Error(`still in ss after ${timeoutMs} ms:\n${lines}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Whether `name args` runs and succeeds here (for tests that need a tool). */
 export async function commandWorks(name: string, args: string[]): Promise<boolean> {
   try {

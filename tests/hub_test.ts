@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { connectRaw, events, nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import {
+  connectRaw,
+  events,
+  nextEvent,
+  scrape,
+  startTestRelay,
+  TestClient,
+  untilTcpGone,
+} from "./helpers.ts";
 import { RawWebSocket } from "./raw_ws.ts";
 
 Deno.test("Hub.broadcast() delivers a frame to every client, the sender included", async () => {
@@ -98,10 +106,10 @@ Deno.test("Hub removes a disconnected client and stops delivering to it", async 
   await a.close();
 });
 
-Deno.test("Hub closes a client that stops reading with 1013 while others keep receiving", async () => {
+Deno.test("Hub closes a client that stops reading with 1013 while others keep receiving, and its TCP connection is released", async () => {
   const budget = 256 * 1024;
   await using relay = await startTestRelay({
-    websocket: { send_buffer_bytes: budget, max_message_bytes: 1 << 20 },
+    websocket: { send_buffer_bytes: budget, max_message_bytes: 1 << 20, close_timeout: "1s" },
   });
   const reader = await TestClient.connect(relay);
   const stalled = await connectRaw(relay);
@@ -125,6 +133,9 @@ Deno.test("Hub closes a client that stops reading with 1013 while others keep re
   const samples = await scrape(relay);
   assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 1);
   assert.equal(samples.get("websocket_connected_clients"), 1);
+  // The peer never reads the close frame, so nothing but the close timeout ends it:
+  // the server's side of the connection leaves the kernel's table (ss -tn).
+  await untilTcpGone(relay.addr.port, stalled.conn.localAddr as Deno.NetAddr);
   stalled.conn.close();
   await reader.close();
 });

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { createRelayHandler } from "../server.ts";
 import { httpBase, scrape, startTestRelay, TestClient, testConfig } from "./helpers.ts";
 import type { Relay } from "../server.ts";
 
@@ -111,30 +110,4 @@ Deno.test("publish API in raw mode: path rooms are channels; rooms: none takes n
     assert.match((await bad.json()).error, /leave channel out/);
     await client.close();
   }
-});
-
-Deno.test("createRelayHandler() mounts the relay on the embedding program's own Deno.serve", async () => {
-  const config = testConfig({ websocket: { protocol: "json" } });
-  const relay = await createRelayHandler(config);
-  const events: string[] = [];
-  relay.hub.onConnect((client) => events.push(`connect ${client.id}`));
-  const stop = relay.hub.onDisconnect((client, reason) => events.push(`${reason} ${client.id}`));
-  await using server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    (request, info) =>
-      new URL(request.url).pathname === "/app"
-        ? new Response("the program's own route")
-        : relay.handler(request, info),
-  );
-  const base = `http://127.0.0.1:${server.addr.port}`;
-  assert.equal(await (await fetch(`${base}/app`)).text(), "the program's own route");
-  const client = await TestClient.open(`${base.replace("http", "ws")}/ws`);
-  client.send(JSON.stringify({ type: "subscribe", channel: "news" }));
-  assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
-  assert.equal(await relay.hub.publish("news", "from the embedding program"), 1);
-  assert.equal(JSON.parse(await client.next() as string).data, "from the embedding program");
-  assert.equal(await relay.drain(), 0);
-  assert.equal((await client.closed).code, 1001);
-  assert.match(events.join(), /^connect (\w+),shutdown \1$/);
-  stop();
 });
