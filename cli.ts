@@ -28,8 +28,11 @@ export const USAGE = `Usage: relay [flags]
 
 Flags take one or two dashes; values follow a space or "=".
 Boolean flags also take "=true" or "=false" (-check=false: run, don't check).
-Every config key can be set by environment, e.g. RELAY_SERVER_PORT=9000.
-Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad flags or config.`;
+Every config key can be set by environment, e.g. RELAY_SERVER_PORT=9000;
+other RELAY_* variables are ignored (Kubernetes service links quietly, the
+rest with a warning).
+Exit codes: 0 clean shutdown, 1 runtime failure (-check too, on a file start-up
+could not read), 2 bad flags or config.`;
 
 /** Boolean flags by every name they answer to. */
 const BOOLEAN_FLAGS: Record<string, "check" | "version" | "help"> = {

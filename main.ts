@@ -64,6 +64,7 @@ export async function main(args: string[]): Promise<number> {
     console.error(`relay: ${(error as Error).message}`);
     return 1;
   }
+
   const onSignal = () => {
     if (signalled) {
       log.warning("second signal: exiting without waiting for clients");
