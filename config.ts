@@ -2,6 +2,9 @@
  * The relay's configuration: the schema with its defaults, environment
  * overrides (`RELAY_SERVER_PORT=9000`), and {@link loadConfig}, whose errors
  * name the file, line, column and key so an operator can fix them at a glance.
+ * Other `RELAY_*` variables never stop the relay: the ones Kubernetes injects
+ * for a Service named `relay` are recognised and ignored, the rest are
+ * reported ({@link EnvReport}) for a warning.
  *
  * @example
  * ```ts
@@ -11,7 +14,7 @@
  * ```
  * @module
  */
-import { isMap, LineCounter, parseDocument, stringify } from "yaml";
+import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
 
@@ -182,6 +185,25 @@ export interface LoadedConfig {
   config: Config;
   /** The file read, or `null` when the default file was absent and defaults apply. */
   file: string | null;
+  /** What the `RELAY_*` environment set, and what of it was ignored. */
+  env: EnvReport;
+}
+
+/** What the `RELAY_*` variables of an environment are to the relay. */
+export interface EnvReport {
+  /** Dotted key -> the variable that sets it (`server.port` -> `RELAY_SERVER_PORT`). */
+  readonly applied: ReadonlyMap<string, string>;
+  /** Variables ignored that the operator should hear about (typos, strays), by name. */
+  readonly ignored: readonly IgnoredVariable[];
+  /** Kubernetes service-link variables (a Service named `relay` or `relay-…`), ignored quietly. */
+  readonly serviceLinks: readonly string[];
+}
+
+/** A `RELAY_*` variable that sets nothing. */
+export interface IgnoredVariable {
+  readonly name: string;
+  /** Why, for the operator: `not a setting; did you mean RELAY_SERVER_PORT?`. */
+  readonly reason: string;
 }
 
 /** Options for {@link loadConfig}. */
@@ -221,6 +243,7 @@ export async function loadConfig(
   return {
     config: parseConfig(source ?? "", { file: path, env }),
     file: source === null ? null : path,
+    env: classifyEnv(env),
   };
 }
 
@@ -247,8 +270,10 @@ export function parseConfig(
   };
   if (doc.errors.length > 0) {
     throw new ConfigError(
-      doc.errors.map((e) => `${where(e.pos[0])}: invalid YAML: ${firstLine(e.message)}`)
-        .join("\n"),
+      inFileOrder(doc.errors.map((e) => ({
+        offset: e.pos[0],
+        text: `${where(e.pos[0])}: invalid YAML: ${firstLine(e.message)}`,
+      }))),
     );
   }
   const raw: unknown = doc.toJS() ?? {};
@@ -259,7 +284,8 @@ export function parseConfig(
       }: expected a mapping of sections (server, websocket, channels, auth, broker, metrics, log)`,
     );
   }
-  const fromEnv = applyEnv(raw as Record<string, unknown>, env);
+  const fromEnv = classifyEnv(env).applied;
+  applyEnv(raw as Record<string, unknown>, fromEnv, env);
   const result = crossChecked.safeParse(raw);
   if (result.success) return result.data;
 
@@ -273,20 +299,49 @@ export function parseConfig(
         const known = Object.keys(lookup(DEFAULT_CONFIG, issue.path) ?? {});
         const near = nearest(String(unknownKey), known);
         const hint = near ? `; did you mean "${near}"?` : `; known keys: ${known.join(", ")}`;
-        return `${where(keyOffset(doc, path))}: ${dotted}: unknown key${hint}`;
+        const offset = keyOffset(doc, path);
+        return { offset, text: `${where(offset)}: ${dotted}: unknown key${hint}` };
       }
-      const location = envName ? `environment ${envName}` : where(valueOffset(doc, path));
+      const offset = envName ? undefined : valueOffset(doc, path);
+      const location = envName ? `environment ${envName}` : where(offset);
       const got = lookup(raw, path);
       const gotText = got === undefined ? "" : `, got ${JSON.stringify(got)}`;
-      return `${location}: ${dotted}: ${issue.message}${gotText}`;
+      return { offset, text: `${location}: ${dotted}: ${issue.message}${gotText}` };
     });
   });
-  throw new ConfigError(problems.join("\n"));
+  throw new ConfigError(inFileOrder(problems));
 }
 
-/** Prints a config as YAML, the form `--check` shows. */
-export function formatConfig(config: Config): string {
-  return stringify(config);
+/**
+ * Problems one per line, in the order of the file (the schema's order would
+ * send an operator up and down it); those from the environment come last.
+ */
+function inFileOrder(problems: { offset: number | undefined; text: string }[]): string {
+  return problems
+    .map((problem, i) => ({ ...problem, at: problem.offset ?? Infinity, i }))
+    .sort((a, b) => a.at - b.at || a.i - b.i)
+    .map((problem) => problem.text)
+    .join("\n");
+}
+
+/**
+ * Prints a config as YAML, the form `-check` shows. Keys in `fromEnv`
+ * (dotted key -> variable, {@link EnvReport.applied}) get a trailing
+ * `# from RELAY_…` comment, so an operator sees which values the file does
+ * not hold.
+ */
+export function formatConfig(
+  config: Config,
+  fromEnv: ReadonlyMap<string, string> = new Map(),
+): string {
+  const doc = new Document(config);
+  for (const [key, name] of fromEnv) {
+    const node = doc.getIn(key.split("."), true);
+    // A block list would put the comment under its last item; a flow list keeps it on the key's line.
+    if (isSeq(node)) node.flow = true;
+    if (isScalar(node) || isSeq(node)) node.comment = ` from ${name}`;
+  }
+  return doc.toString();
 }
 
 /**
@@ -297,34 +352,91 @@ export const ENV_KEYS: ReadonlyMap<string, string[]> = new Map(
   leafPaths(DEFAULT_CONFIG).map((path) => [`RELAY_${path.join("_").toUpperCase()}`, path]),
 );
 
-/** Writes `RELAY_*` values into `raw`; returns dotted key -> variable name. */
+/**
+ * Sorts the `RELAY_*` variables of `env` into settings, Kubernetes service
+ * links and the rest. Never throws: a stray variable (a CI runner's
+ * `RELAY_CMD`) must not stop the relay, so it is reported instead.
+ */
+export function classifyEnv(env: Record<string, string>): EnvReport {
+  const applied = new Map<string, string>();
+  const ignored: IgnoredVariable[] = [];
+  const serviceLinks: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith("RELAY_")) continue;
+    const value = env[name];
+    const path = ENV_KEYS.get(name);
+    if (isServiceLink(name, value)) {
+      if (path === undefined) {
+        serviceLinks.push(name);
+      } else {
+        // A Service named relay-metrics sets RELAY_METRICS_PORT=tcp://…: the name of a setting.
+        const service = name.slice(0, -"_PORT".length).toLowerCase().replaceAll("_", "-");
+        ignored.push({
+          name,
+          reason: `a Kubernetes service link from Service ${service}, not a value for ${
+            path.join(".")
+          }`,
+        });
+      }
+    } else if (path !== undefined) {
+      applied.set(path.join("."), name);
+    } else {
+      const near = nearest(name, [...ENV_KEYS.keys()]);
+      ignored.push({ name, reason: `not a setting${near ? `; did you mean ${near}?` : ""}` });
+    }
+  }
+  return { applied, ignored, serviceLinks };
+}
+
+const IPV4 = String.raw`\d{1,3}(?:\.\d{1,3}){3}`;
+const IPV6 = String.raw`[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}`;
+const IP = new RegExp(`^(?:${IPV4}|${IPV6})$`);
+const LINK_URL = new RegExp(`^(tcp|udp|sctp)://(?:${IPV4}|\\[${IPV6}\\]):(\\d{1,5})$`);
+const PORT = /^\d{1,5}$/;
+
+/**
+ * The variables Kubernetes injects into every pod for a Service named
+ * `relay` (or `relay-<x>`: `RELAY_<X>_…`), by name and value shape, from
+ * `makeLinkVariables` and `FromServices` in kubelet's `envvars.go`:
+ * `…_SERVICE_HOST=10.0.0.1`, `…_SERVICE_PORT[_<NAME>]=8443`,
+ * `…_PORT=tcp://10.0.0.1:8443`, `…_PORT_8443_TCP=tcp://10.0.0.1:8443` and its
+ * `_PROTO`, `_PORT`, `_ADDR`.
+ */
+function isServiceLink(name: string, value: string): boolean {
+  if (/^RELAY(?:_[A-Z0-9_]+)?_SERVICE_HOST$/.test(name)) return IP.test(value);
+  if (/^RELAY(?:_[A-Z0-9_]+)?_SERVICE_PORT(?:_[A-Z0-9_]+)?$/.test(name)) return PORT.test(value);
+  if (/^RELAY(?:_[A-Z0-9_]+)?_PORT$/.test(name) && LINK_URL.test(value)) return true;
+  const port = name.match(
+    /^RELAY(?:_[A-Z0-9_]+)?_PORT_(\d{1,5})_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?$/,
+  );
+  if (port === null) return false;
+  const [, number, protocol, field] = port;
+  if (field === "_PROTO") return value === protocol.toLowerCase();
+  if (field === "_PORT") return value === number;
+  if (field === "_ADDR") return IP.test(value);
+  const url = value.match(LINK_URL);
+  return url?.[1] === protocol.toLowerCase() && url[2] === number;
+}
+
+/** Writes the values of the `applied` variables (dotted key -> name) into `raw`. */
 function applyEnv(
   raw: Record<string, unknown>,
+  applied: ReadonlyMap<string, string>,
   env: Record<string, string>,
-): Map<string, string> {
-  const applied = new Map<string, string>();
-  for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith("RELAY_")) continue;
-    const path = ENV_KEYS.get(name);
-    if (path === undefined) {
-      const near = nearest(name, [...ENV_KEYS.keys()]);
-      throw new ConfigError(
-        `environment ${name}: unknown setting${near ? `; did you mean ${near}?` : ""}`,
-      );
-    }
+): void {
+  for (const [key, name] of applied) {
+    const path = key.split(".");
     let target = raw;
-    for (const key of path.slice(0, -1)) {
-      const next = target[key];
+    for (const part of path.slice(0, -1)) {
+      const next = target[part];
       if (typeof next !== "object" || next === null || Array.isArray(next)) {
-        target[key] = {};
+        target[part] = {};
       }
-      target = target[key] as Record<string, unknown>;
+      target = target[part] as Record<string, unknown>;
     }
     const leaf = path[path.length - 1];
-    target[leaf] = coerceEnv(value, lookup(DEFAULT_CONFIG, path));
-    applied.set(path.join("."), name);
+    target[leaf] = coerceEnv(env[name], lookup(DEFAULT_CONFIG, path));
   }
-  return applied;
 }
 
 /** Turns an environment string into the type the key's default has. */

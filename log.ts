@@ -1,7 +1,8 @@
 /**
  * Logging setup: LogTape to standard error, as plain text lines or JSON
  * lines (`log.format: json`) for journald and log shippers. Modules log
- * through `getLogger(["relay", ...])`; only `main.ts` configures.
+ * through `getLogger(["relay", ...])`; only `main.ts` configures. {@link plural}
+ * keeps counts in messages grammatical ("1 client").
  *
  * @module
  */
@@ -47,4 +48,9 @@ function formatJsonLine(record: LogRecord): string {
       ...record.properties,
     })
   }\n`;
+}
+
+/** `1 client`, `2 clients`: a count and its noun, for log lines and messages. */
+export function plural(count: number, noun: string, nouns = `${noun}s`): string {
+  return `${count} ${count === 1 ? noun : nouns}`;
 }

@@ -7,9 +7,10 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { parseFlags, USAGE } from "./cli.ts";
-import { ConfigError, formatConfig, loadConfig } from "./config.ts";
+import { ConfigError, loadConfig } from "./config.ts";
 import { configureLogging } from "./log.ts";
 import { startRelay } from "./server.ts";
+import { checkReport, checkStartupFiles, describeDeployment, startupWarnings } from "./startup.ts";
 import { VERSION } from "./version.ts";
 
 const DEFAULT_CONFIG_FILE = "config.yaml";
@@ -36,9 +37,16 @@ export async function main(args: string[]): Promise<number> {
     console.error(`relay: ${error.message.replaceAll("\n", "\nrelay: ")}`);
     return 2;
   }
-  const { config, file } = loaded;
+  const { config, file, env } = loaded;
   if (flags.check) {
-    console.log(`# effective config from ${file ?? "defaults"}\n${formatConfig(config)}`);
+    // The files start-up would read, so a config -check accepts also starts.
+    try {
+      await checkStartupFiles(config);
+    } catch (error) {
+      console.error(`relay: ${(error as Error).message}`);
+      return 1;
+    }
+    console.log(checkReport(loaded));
     return 0;
   }
 
@@ -47,6 +55,8 @@ export async function main(args: string[]): Promise<number> {
   if (file === null) {
     log.info("no {file} found; running on defaults", { file: DEFAULT_CONFIG_FILE });
   }
+  // Before starting: a warning may explain a failure (RELAY_SERVER_PROT=9000, then port 8443 taken).
+  for (const warning of startupWarnings(config, env)) log.warning("{warning}", { warning });
   let relay;
   try {
     relay = await startRelay(config);
@@ -66,6 +76,10 @@ export async function main(args: string[]): Promise<number> {
   let signalled = false;
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  // Last, so that whoever waits for this line may signal the relay.
+  log.info("running: {deployment}", {
+    deployment: describeDeployment(config, [...env.applied.values()]),
+  });
   // A worker crash ends the relay with an error after draining the rest.
   const code = await relay.finished.then(() => 0, () => 1);
   for (const signal of signals) Deno.removeSignalListener(signal, onSignal);

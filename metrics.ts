@@ -9,6 +9,7 @@
  *
  * @module
  */
+import process from "node:process";
 import client from "prom-client";
 import { PROTOCOL_ERRORS } from "./protocol.ts";
 import {
@@ -42,6 +43,51 @@ client.collectDefaultMetrics({ register: runtimeRegistry });
 for (const name of ["handles", "requests", "resources"]) {
   runtimeRegistry.removeSingleMetric(`nodejs_active_${name}_total`);
 }
+// prom-client reads memory and descriptors from /proc/self, which Deno opens
+// only to --allow-all: under the relay's own permissions they would read 0
+// forever (or appear only under -A). Resident memory has a Deno API; the rest
+// go. Its CPU counters start when this module loads, after the CPU Deno spent
+// compiling and loading; getrusage, through process.cpuUsage(), counts it all.
+for (
+  const name of [
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_heap_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_cpu_user_seconds_total",
+    "process_cpu_system_seconds_total",
+    "process_cpu_seconds_total",
+  ]
+) {
+  runtimeRegistry.removeSingleMetric(name);
+}
+const cpuSeconds = (read: (usage: NodeJS.CpuUsage) => number) => () =>
+  read(process.cpuUsage()) / 1e6;
+counter(
+  [runtimeRegistry],
+  "process_cpu_user_seconds_total",
+  "Total user CPU time spent in seconds.",
+  cpuSeconds(({ user }) => user),
+);
+counter(
+  [runtimeRegistry],
+  "process_cpu_system_seconds_total",
+  "Total system CPU time spent in seconds.",
+  cpuSeconds(({ system }) => system),
+);
+counter(
+  [runtimeRegistry],
+  "process_cpu_seconds_total",
+  "Total user and system CPU time spent in seconds.",
+  cpuSeconds(({ user, system }) => user + system),
+);
+gauge(
+  [runtimeRegistry],
+  "process_resident_memory_bytes",
+  "Resident memory size in bytes.",
+  () => Deno.memoryUsage().rss,
+);
 
 /** Builds the relay's registry over `source` and returns the HTTP handler for it. */
 export function createMetricsHandler(
@@ -146,16 +192,12 @@ export function createMetricsHandler(
       }
     },
   });
-  new client.Gauge({
-    name: "relay_broker_up",
-    help: "1 while connected to the broker (Redis), else 0; absent without a broker.",
+  gauge(
     registers,
-    collect() {
-      this.reset();
-      const broker = current.stats.broker;
-      if (broker !== undefined) this.set(broker.up);
-    },
-  });
+    "relay_broker_up",
+    "1 while connected to the broker (Redis), else 0; absent without a broker.",
+    () => current.stats.broker?.up,
+  );
   counter(
     registers,
     "relay_broker_published_total",
@@ -203,16 +245,39 @@ function counter(
   help: string,
   read: () => number | undefined,
 ): void {
-  new client.Counter({
-    name,
-    help,
-    registers,
-    collect() {
-      this.reset();
+  for (const r of registers) r.registerMetric(readMetric("counter", name, help, read));
+}
+
+/** A gauge read at scrape time; one that reads `undefined` has no sample (no broker). */
+function gauge(
+  registers: client.Registry[],
+  name: string,
+  help: string,
+  read: () => number | undefined,
+): void {
+  for (const r of registers) r.registerMetric(readMetric("gauge", name, help, read));
+}
+
+/**
+ * A metric without labels whose one sample is read at scrape time. Not a
+ * prom-client Counter or Gauge: those always show a sample, 0 after a
+ * reset, so a series that should be absent would read 0 instead.
+ */
+function readMetric(
+  type: "counter" | "gauge",
+  name: string,
+  help: string,
+  read: () => number | undefined,
+): client.Metric {
+  const metric = { name, help, type, aggregator: "sum" as const };
+  return {
+    ...metric,
+    get() {
       const value = read();
-      if (value !== undefined) this.inc(value);
+      return { ...metric, values: value === undefined ? [] : [{ labels: {}, value }] };
     },
-  });
+    reset() {},
+  } as unknown as client.Metric;
 }
 
 /**

@@ -12,6 +12,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { plural } from "../log.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
 import { FULL, hasTaskset } from "./run.ts";
@@ -139,7 +140,7 @@ if (import.meta.main) {
   }
   console.log(lines.join("\n"));
   console.log(
-    `\n${SCENARIO.name}, ${repeat} runs each; relays and Redis on CPU ${
+    `\n${SCENARIO.name}, ${plural(repeat, "run")} each; relays and Redis on CPU ${
       cpus.server ?? "any"
     }, load on CPU ${cpus.load ?? "any"}.`,
   );

@@ -15,6 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { plural } from "../log.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
 
@@ -299,12 +300,12 @@ if (import.meta.main) {
   const seconds = (performance.now() - started) / 1000;
   console.log(table(run.rows));
   console.log(
-    `\n${run.rows.length} scenarios in ${seconds.toFixed(0)} s; server CPU ${
+    `\n${plural(run.rows.length, "scenario")} in ${seconds.toFixed(0)} s; server CPU ${
       run.cpus.server ?? "any"
-    } (relay with ${run.relayWorkers} workers), ` +
-      `load generator CPU ${
-        run.cpus.load ?? "any"
-      } with ${run.workers} workers; Deno ${Deno.version.deno}.`,
+    } (relay with ${plural(run.relayWorkers, "worker")}), ` +
+      `load generator CPU ${run.cpus.load ?? "any"} with ${
+        plural(run.workers, "worker")
+      }; Deno ${Deno.version.deno}.`,
   );
   await Deno.mkdir(`${ROOT}bench/results`, { recursive: true });
   const file = `${ROOT}bench/results/${new Date().toISOString().replaceAll(":", "-")}.json`;

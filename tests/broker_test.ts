@@ -82,6 +82,7 @@ Deno.test({
     }
     const samples = await scrape(b);
     assert.equal(samples.get("relay_broker_up"), 1);
+    assert.ok(samples.get("relay_broker_published_total")! > 0, "B published its own");
     assert.equal(samples.get("relay_broker_received_total"), 3, "text, binary and end A");
     assert.equal(samples.get("websocket_broker_dropped_total"), 0);
     assert.ok(samples.has('relay_broker_publish_seconds_bucket{le="+Inf"}'));

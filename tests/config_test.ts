@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  classifyEnv,
   ConfigError,
   DEFAULT_CONFIG,
   durationMs,
@@ -9,6 +10,7 @@ import {
   parseConfig,
 } from "../config.ts";
 import { parseDuration } from "../duration.ts";
+import { KUBERNETES_SERVICE_LINKS } from "./helpers.ts";
 
 const fails = (yaml: string, message: string | RegExp, env: Record<string, string> = {}) =>
   assert.throws(
@@ -73,6 +75,20 @@ Deno.test("parseConfig() reports every problem, one per line", () => {
   fails("server:\n  port: x\nlog:\n  level: loud\n", /server.port.*\n.*log.level/);
 });
 
+Deno.test("parseConfig() reports problems in the order of the file, the environment's last", () => {
+  fails(
+    "log:\n  level: loud\nwebsocket:\n  echo: maybe\nserver:\n  prot: 1\n  port: x\n",
+    [
+      'config.yaml:2:10: log.level: expected one of trace, debug, info, warning, error, fatal, got "loud"',
+      'config.yaml:4:9: websocket.echo: expected true or false, got "maybe"',
+      'config.yaml:6:3: server.prot: unknown key; did you mean "port"?',
+      'config.yaml:7:9: server.port: expected an integer 0-65535 (0 picks a free port), got "x"',
+      'environment RELAY_METRICS_PORT: metrics.port: expected an integer 0-65535 (0 picks a free port), got "y"',
+    ].join("\n"),
+    { RELAY_METRICS_PORT: "y" },
+  );
+});
+
 Deno.test("parseConfig() reports YAML syntax errors with line and column", () => {
   fails("server:\n  port: [1, 2\n", /^config.yaml:\d+:\d+: invalid YAML: /);
   fails(
@@ -108,18 +124,71 @@ Deno.test("parseConfig() takes overrides from RELAY_* variables with their types
   assert.equal(ENV_KEYS.get("RELAY_SERVER_TLS_CERT_FILE")?.join("."), "server.tls.cert_file");
 });
 
-Deno.test("parseConfig() names the variable when an override is bad or unknown", () => {
+Deno.test("parseConfig() names the variable when an override is bad", () => {
   fails(
     "",
     'environment RELAY_SERVER_PORT: server.port: expected an integer 0-65535 (0 picks a free port), got "abc"',
     { RELAY_SERVER_PORT: "abc" },
   );
-  fails("", "environment RELAY_SERVER_PROT: unknown setting; did you mean RELAY_SERVER_PORT?", {
-    RELAY_SERVER_PROT: "1",
-  });
   fails("", /RELAY_SERVER_TLS_ENABLED.*expected true or false/, {
     RELAY_SERVER_TLS_ENABLED: "maybe",
   });
+});
+
+Deno.test("parseConfig() ignores unknown RELAY_* variables; classifyEnv() names them with a suggestion", () => {
+  const env = { RELAY_SERVER_PROT: "1", RELAY_CMD: "make test", RELAY_LOG_LEVEL: "debug" };
+  const config = parseConfig("server:\n  port: 1000\n", { env });
+  assert.equal(config.server.port, 1000);
+  assert.equal(config.log.level, "debug");
+  const report = classifyEnv(env);
+  assert.deepEqual([...report.applied], [["log.level", "RELAY_LOG_LEVEL"]]);
+  assert.deepEqual(report.ignored, [
+    { name: "RELAY_CMD", reason: "not a setting" },
+    { name: "RELAY_SERVER_PROT", reason: "not a setting; did you mean RELAY_SERVER_PORT?" },
+  ]);
+  assert.deepEqual(report.serviceLinks, []);
+});
+
+Deno.test("classifyEnv() recognises Kubernetes service links by name and value, and only those", () => {
+  const links = {
+    ...KUBERNETES_SERVICE_LINKS,
+    RELAY_SERVICE_PORT_WSS: "8443", // a named port
+    RELAY_PORT_9090_TCP: "tcp://10.0.0.1:9090", // a second port
+    // A Service named relay-redis, and an IPv6 cluster IP over UDP.
+    RELAY_REDIS_SERVICE_HOST: "fd00::12",
+    RELAY_REDIS_PORT: "udp://[fd00::12]:6379",
+    RELAY_REDIS_PORT_6379_UDP: "udp://[fd00::12]:6379",
+    RELAY_REDIS_PORT_6379_UDP_ADDR: "fd00::12",
+  };
+  const report = classifyEnv({ ...links, PATH: "/usr/bin" });
+  assert.deepEqual(report.serviceLinks, Object.keys(links).sort());
+  assert.deepEqual(report.ignored, []);
+  assert.equal(report.applied.size, 0);
+  assert.deepEqual(parseConfig("", { env: links }), DEFAULT_CONFIG);
+
+  // The same names with values Kubernetes would not give are somebody's mistake: said aloud.
+  const lookalikes = {
+    RELAY_SERVICE_HOST: "relay.example",
+    RELAY_PORT: "8443",
+    RELAY_PORT_8443_TCP: "tcp://10.0.0.1:9999",
+    RELAY_PORT_8443_TCP_PORT: "9999",
+    RELAY_PORT_8443_TCP_PROTO: "udp",
+  };
+  const loud = classifyEnv(lookalikes);
+  assert.deepEqual(loud.serviceLinks, []);
+  assert.deepEqual(loud.ignored.map((v) => v.name), Object.keys(lookalikes).sort());
+});
+
+Deno.test("classifyEnv() ignores a service link that lands on a setting's name, and says so", () => {
+  // A Service named relay-metrics: RELAY_METRICS_PORT is also metrics.port.
+  const env = { RELAY_METRICS_PORT: "tcp://10.0.0.2:9090", RELAY_METRICS_SERVICE_HOST: "10.0.0.2" };
+  const report = classifyEnv(env);
+  assert.deepEqual(report.ignored, [{
+    name: "RELAY_METRICS_PORT",
+    reason: "a Kubernetes service link from Service relay-metrics, not a value for metrics.port",
+  }]);
+  assert.deepEqual(report.serviceLinks, ["RELAY_METRICS_SERVICE_HOST"]);
+  assert.equal(parseConfig("", { env }).metrics.port, 9090);
 });
 
 Deno.test("loadConfig() reads a file, and a missing one only when not required", async () => {
@@ -149,6 +218,25 @@ Deno.test("loadConfig() reads a file, and a missing one only when not required",
 Deno.test("formatConfig() output parses back to the same config", () => {
   const config = parseConfig("websocket:\n  rooms: path\nlog:\n  format: json\n");
   assert.deepEqual(parseConfig(formatConfig(config)), config);
+});
+
+Deno.test("formatConfig() marks the values that came from the environment", () => {
+  const env = {
+    RELAY_SERVER_PORT: "9000",
+    RELAY_SERVER_ALLOWED_ORIGINS: "https://a.example,https://b.example",
+    RELAY_AUTH_PUBLISH_KEYS: "",
+  };
+  const config = parseConfig("", { env });
+  const text = formatConfig(config, classifyEnv(env).applied);
+  assert.match(text, /\n {2}port: 9000 # from RELAY_SERVER_PORT\n/);
+  assert.match(
+    text,
+    /\n {2}allowed_origins: \[ https:\/\/a.example, https:\/\/b.example \] # from RELAY_SERVER_ALLOWED_ORIGINS\n/,
+  );
+  assert.match(text, /\n {2}publish_keys: \[\] # from RELAY_AUTH_PUBLISH_KEYS\n/);
+  assert.match(text, /\n {2}host: 0.0.0.0\n/, "values from the file or defaults are not marked");
+  assert.equal(text.match(/# from /g)?.length, 3);
+  assert.deepEqual(parseConfig(text), config);
 });
 
 Deno.test("parseDuration() reads Go durations and rejects anything else", () => {

@@ -1,7 +1,7 @@
 /**
  * Test helpers: relays on port 0, WebSocket clients whose messages and close
- * can be awaited, a metrics scraper, and waits that resolve on events rather
- * than after fixed sleeps.
+ * can be awaited, a metrics scraper, waits that resolve on events rather
+ * than after fixed sleeps, and the environment a Kubernetes pod gets.
  *
  * @module
  */
@@ -134,10 +134,18 @@ export type Samples = Map<string, number>;
 
 /** Fetches `/metrics` and parses every sample line. */
 export async function scrape(relay: Relay): Promise<Samples> {
+  return parseSamples(await exposition(relay));
+}
+
+/** The text of `/metrics`. */
+export async function exposition(relay: Relay): Promise<string> {
   const addr = relay.metricsAddr;
   if (!addr) throw new Error("metrics are disabled");
-  const response = await fetch(`http://${addr.hostname}:${addr.port}/metrics`);
-  const text = await response.text();
+  return await (await fetch(`http://${addr.hostname}:${addr.port}/metrics`)).text();
+}
+
+/** Every sample line of an exposition. */
+export function parseSamples(text: string): Samples {
   const samples: Samples = new Map();
   for (const line of text.split("\n")) {
     if (line === "" || line.startsWith("#")) continue;
@@ -249,3 +257,14 @@ export function freePort(): number {
   listener.close();
   return port;
 }
+
+/** What Kubernetes injects into every pod for a Service named `relay` with one TCP port. */
+export const KUBERNETES_SERVICE_LINKS: Readonly<Record<string, string>> = {
+  RELAY_PORT: "tcp://10.0.0.1:8443",
+  RELAY_SERVICE_HOST: "10.0.0.1",
+  RELAY_SERVICE_PORT: "8443",
+  RELAY_PORT_8443_TCP: "tcp://10.0.0.1:8443",
+  RELAY_PORT_8443_TCP_ADDR: "10.0.0.1",
+  RELAY_PORT_8443_TCP_PORT: "8443",
+  RELAY_PORT_8443_TCP_PROTO: "tcp",
+};

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
+import { exportSPKI, generateKeyPair } from "jose";
 import { parseFlags } from "../cli.ts";
 import { VERSION } from "../version.ts";
-import { TestClient } from "./helpers.ts";
+import { KUBERNETES_SERVICE_LINKS, TestClient } from "./helpers.ts";
 import { RelayProcess, runRelay, withConfig } from "./process.ts";
 
 const LOOPBACK = "server:\n  host: 127.0.0.1\n  port: 0\nmetrics:\n  host: 127.0.0.1\n  port: 0\n";
@@ -24,6 +25,30 @@ Deno.test("parseFlags() accepts Go's flag forms", () => {
     help: true,
   });
   assert.equal(parseFlags(["-version"]).version, true);
+  // Booleans as Go's flag package reads them: =value forms, and the last one wins.
+  for (
+    const [args, check] of [
+      [["-check=true"], true],
+      [["--check=true"], true],
+      [["-check=1"], true],
+      [["-check=T"], true],
+      [["-check=false"], false],
+      [["--check=False"], false],
+      [["-check=0"], false],
+      [["-check", "-check=false"], false],
+      [["-check=false", "-check"], true],
+    ] as const
+  ) {
+    assert.equal(parseFlags([...args]).check, check, args.join(" "));
+  }
+  assert.equal(parseFlags(["-version=true"]).version, true);
+  assert.equal(parseFlags(["-help=false"]).help, false);
+  // As in Go, a flag that takes a value takes the next argument, dash or not.
+  assert.equal(parseFlags(["-config-file", "-check"]).configFile, "-check");
+  assert.throws(
+    () => parseFlags(["-check=yes"]),
+    /^TypeError: Bad flags: invalid boolean value "yes" for -check: parse error$/,
+  );
   assert.throws(() => parseFlags(["-bogus"]), /^TypeError: Bad flags: Unknown option '--bogus'/);
   assert.throws(() => parseFlags(["stray"]), /Bad flags: Unexpected argument 'stray'/);
   assert.throws(() => parseFlags(["-config-file"]), /Bad flags: Option '--config-file/);
@@ -73,7 +98,70 @@ Deno.test("relay --check applies RELAY_* overrides", async () => {
     });
     assert.equal(code, 0);
     assert.match(stdout, /^# effective config from defaults\n/);
-    assert.match(stdout, /\n {2}port: 9999\n/);
+    assert.match(stdout, /\n {2}port: 9999 # from RELAY_SERVER_PORT\n/);
+    assert.match(stdout, /\n# deployment: .*; settings from the environment: RELAY_SERVER_PORT\n/);
+  });
+});
+
+Deno.test("relay takes Go's boolean flag forms: -check=true checks, -check=false runs", async () => {
+  await withConfig(LOOPBACK, async (dir) => {
+    const config = ["-config-file", `${dir}/config.yaml`];
+    for (const flag of ["-check=true", "--check=true", "-check=1"]) {
+      const { code, stdout } = await runRelay([...config, flag]);
+      assert.equal(code, 0, flag);
+      assert.match(stdout, /^# effective config from /, flag);
+    }
+    const version = await runRelay(["-version=true"]);
+    assert.equal(version.code, 0);
+    assert.equal(version.stdout, `relay ${VERSION}\n`);
+
+    const { relay } = await RelayProcess.start([...config, "-check=false"]);
+    await using _ = relay;
+    relay.child.kill("SIGTERM");
+    assert.equal(await relay.exit(), 0);
+
+    const bad = await runRelay([...config, "-check=maybe"]);
+    assert.equal(bad.code, 2);
+    assert.equal(
+      bad.stderr,
+      'relay: Bad flags: invalid boolean value "maybe" for -check: parse error (see relay -help)\n',
+    );
+  });
+});
+
+Deno.test("relay starts among a Kubernetes Service's variables and warns once about other RELAY_*", async () => {
+  const env = { ...KUBERNETES_SERVICE_LINKS, RELAY_CMD: "make test", RELAY_SERVER_PROT: "9000" };
+  const strays =
+    "ignoring environment RELAY_CMD (not a setting), RELAY_SERVER_PROT (not a setting; did you mean RELAY_SERVER_PORT?)";
+  await withConfig(`${LOOPBACK}log:\n  format: json\n`, async (dir) => {
+    const config = ["-config-file", `${dir}/config.yaml`];
+    const { relay } = await RelayProcess.start(config, { env });
+    await using _ = relay;
+    await relay.waitFor(/"message":"running: /);
+    relay.child.kill("SIGTERM");
+    assert.equal(await relay.exit(), 0);
+    const lines = relay.stderr.trim().split("\n").map((line) => JSON.parse(line));
+    assert.deepEqual(
+      lines.filter((line) => line.level === "warning").map((line) => line.message),
+      [strays],
+    );
+    assert.ok(
+      lines.some((line) =>
+        line.message ===
+          "running: raw frames, one room, no auth, publish API off, no broker, 1 worker; no settings from the environment"
+      ),
+    );
+    assert.doesNotMatch(relay.stderr, /RELAY_PORT|RELAY_SERVICE/, "service links pass quietly");
+
+    const check = await runRelay([...config, "-check"], { env });
+    assert.equal(check.code, 0, check.stderr);
+    const comments = check.stdout.split("\n").filter((line) => line.startsWith("#"));
+    assert.deepEqual(comments.slice(2), [
+      `# warning: ${strays}`,
+      `# ignored, Kubernetes service links: ${
+        Object.keys(KUBERNETES_SERVICE_LINKS).sort().join(", ")
+      }`,
+    ]);
   });
 });
 
@@ -136,6 +224,86 @@ Deno.test("relay exits 1 with one line when TLS files are unreadable", async () 
       /^relay: Cannot read TLS certificate file \/nonexistent\/cert.pem: No such file.*\n$/,
     );
   });
+});
+
+Deno.test("relay -check fails as start-up does on an unreadable TLS or JWT key file", async () => {
+  const tls = "server:\n  host: 127.0.0.1\n  port: 0\n  tls:\n    enabled: true\n" +
+    "    cert_file: /nonexistent/cert.pem\n    key_file: /nonexistent/key.pem\n" +
+    "metrics:\n  enabled: false\n";
+  const jwt = `${LOOPBACK}auth:\n  mode: jwt\n  jwt:\n    algorithm: RS256\n` +
+    "    public_key_file: /nonexistent/jwt.pem\n";
+  for (
+    const [yaml, message] of [
+      [tls, /^relay: Cannot read TLS certificate file \/nonexistent\/cert.pem: No such file.*\n$/],
+      [jwt, /^relay: Cannot read JWT public key file \/nonexistent\/jwt.pem: No such file.*\n$/],
+    ] as const
+  ) {
+    await withConfig(yaml, async (dir) => {
+      const config = ["-config-file", `${dir}/config.yaml`];
+      const [check, start] = await Promise.all([runRelay([...config, "-check"]), runRelay(config)]);
+      assert.equal(check.code, 1);
+      assert.equal(check.stdout, "");
+      assert.match(check.stderr, message);
+      assert.deepEqual(check, { ...start, stdout: "" }, "the same code and message as start-up");
+    });
+  }
+  await withConfig(`${LOOPBACK}auth:\n  mode: jwt\n  jwt:\n    algorithm: ES256\n`, async (dir) => {
+    await Deno.writeTextFile(`${dir}/jwt.pem`, "not a key\n");
+    const env = { RELAY_AUTH_JWT_PUBLIC_KEY_FILE: `${dir}/jwt.pem` };
+    const config = ["-config-file", `${dir}/config.yaml`];
+    const check = await runRelay([...config, "-check"], { env });
+    assert.equal(check.code, 1);
+    assert.match(
+      check.stderr,
+      new RegExp(`^relay: Cannot use JWT public key file ${dir}/jwt.pem for ES256: `),
+    );
+    assert.equal(check.stderr, (await runRelay(config, { env })).stderr);
+
+    await Deno.writeTextFile(
+      `${dir}/jwt.pem`,
+      await exportSPKI((await generateKeyPair("ES256")).publicKey),
+    );
+    await Deno.writeTextFile(`${dir}/cert.pem`, "");
+    await Deno.writeTextFile(`${dir}/key.pem`, "");
+    const readable = await runRelay([...config, "-check"], {
+      env: {
+        ...env,
+        RELAY_SERVER_TLS_ENABLED: "true",
+        RELAY_SERVER_TLS_CERT_FILE: `${dir}/cert.pem`,
+        RELAY_SERVER_TLS_KEY_FILE: `${dir}/key.pem`,
+      },
+    });
+    assert.equal(readable.code, 0, readable.stderr);
+  });
+});
+
+Deno.test("relay with server.reuse_port and no broker warns that processes will not share messages", async () => {
+  const warning =
+    "server.reuse_port is true with broker.type: none: each process sharing this port relays only among its own clients, so a message reaches only the clients of the process that received it; set broker.type: redis to join them";
+  const yaml = "server:\n  host: 127.0.0.1\n  port: 0\n  reuse_port: true\n" +
+    "metrics:\n  enabled: false\nlog:\n  format: json\n";
+  await withConfig(
+    yaml,
+    async (dir) => {
+      const config = ["-config-file", `${dir}/config.yaml`];
+      const { relay } = await RelayProcess.start(config);
+      await using _ = relay;
+      relay.child.kill("SIGTERM");
+      assert.equal(await relay.exit(), 0);
+      const lines = relay.stderr.trim().split("\n").map((line) => JSON.parse(line));
+      assert.deepEqual(lines.filter((l) => l.level === "warning").map((l) => l.message), [warning]);
+
+      const check = await runRelay([...config, "-check"]);
+      assert.equal(check.code, 0);
+      assert.match(
+        check.stdout,
+        /\n# deployment: .*port shared with other processes \(reuse_port\);/,
+      );
+      assert.ok(check.stdout.includes(`\n# warning: ${warning}\n`));
+      const joined = await runRelay([...config, "-check"], { env: { RELAY_BROKER_TYPE: "redis" } });
+      assert.doesNotMatch(joined.stdout, /# warning/);
+    },
+  );
 });
 
 Deno.test("relay without config.yaml runs on defaults and says so", async () => {

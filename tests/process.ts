@@ -41,7 +41,7 @@ export class RelayProcess implements AsyncDisposable {
     this.#reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   }
 
-  /** Starts the relay and resolves once it logs its WebSocket URL. */
+  /** Starts the relay and resolves once it logs its WebSocket URL and that it is running. */
   static async start(
     args: string[],
     options: { cwd?: string; env?: Record<string, string> } = {},
@@ -50,6 +50,8 @@ export class RelayProcess implements AsyncDisposable {
       command(args, { ...options, stdout: "null", stderr: "piped" }).spawn(),
     );
     const match = await relay.waitFor(/listening on (wss?:\/\/[^\s"]+\/)/);
+    // Logged once main.ts handles SIGINT and SIGTERM: a signal sent earlier would kill it outright.
+    await relay.waitFor(/running: /);
     return { relay, url: match[1] };
   }
 
