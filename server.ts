@@ -36,6 +36,8 @@ import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
 import { BrokerStats, type RejectReason } from "./stats.ts";
 import type { RedisBroker } from "./broker.ts";
 import { VERSION } from "./version.ts";
+import { readTlsFiles } from "./startup.ts";
+import { plural } from "./log.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
 export class RelayStartError extends Error {
@@ -314,15 +316,12 @@ export interface ServeOptions extends HandlerOptions {
 export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
   const { server: serverConfig, metrics } = config;
   const { reusePort = serverConfig.reuse_port, logLifecycle = true } = options;
+  const tls = await readTlsFiles(serverConfig.tls).catch((error) => {
+    throw new RelayStartError(error.message);
+  });
   const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, options);
   const stats = hub.stats;
 
-  const tls = serverConfig.tls.enabled
-    ? {
-      cert: await readTlsFile("certificate", serverConfig.tls.cert_file),
-      key: await readTlsFile("key", serverConfig.tls.key_file),
-    }
-    : undefined;
   let wsServer;
   try {
     wsServer = await listenNode(
@@ -358,11 +357,17 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
   let stopping: Promise<void> | undefined;
   const shutdown = () => {
     stopping ??= (async () => {
-      if (logLifecycle) log.info("shutting down: closing {count} clients", { count: hub.size });
+      if (logLifecycle) {
+        log.info("shutting down: closing {clients}", {
+          count: hub.size,
+          clients: plural(hub.size, "client"),
+        });
+      }
       const stragglers = await drain();
       if (stragglers > 0) {
-        log.warning("{count} clients did not finish closing within {timeout}", {
+        log.warning("{clients} did not finish closing within {timeout}", {
           count: stragglers,
+          clients: plural(stragglers, "client"),
           timeout: serverConfig.shutdown_timeout,
         });
       }
@@ -470,16 +475,6 @@ function listen(
       ? "address already in use"
       : (error as Error).message;
     throw new RelayStartError(`Cannot listen for ${what} on ${where}: ${why}`);
-  }
-}
-
-async function readTlsFile(what: string, path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (error) {
-    throw new RelayStartError(
-      `Cannot read TLS ${what} file ${path}: ${(error as Error).message}`,
-    );
   }
 }
 

@@ -230,7 +230,7 @@ export class WebSocketConnection implements Connection, ParserSink {
     if (this.#state === State.Closed) return;
     if (this.#state === State.Closing) {
       this.#closeDeadlineMs -= elapsedMs;
-      if (this.#closeDeadlineMs <= 0) this.#socket.destroy();
+      if (this.#closeDeadlineMs <= 0) this.#abort();
       return;
     }
     const idleTimeoutMs = this.#options.idleTimeoutMs;
@@ -299,6 +299,17 @@ export class WebSocketConnection implements Connection, ParserSink {
     // After we hung up, or once the socket is gone, nothing more is read.
     if (this.#hungUp || this.#state === State.Closed) return;
     (this.#parser ??= new FrameParser(this, this.#options.maxMessageBytes)).push(chunk);
+  }
+
+  /**
+   * Drops the TCP connection with a reset: a plain close would leave what
+   * the kernel still holds for a peer that is not reading (megabytes)
+   * lingering in FIN_WAIT1 for minutes.
+   */
+  #abort(): void {
+    const socket = this.#socket as Duplex & { resetAndDestroy?(): void };
+    if (socket.resetAndDestroy !== undefined) socket.resetAndDestroy();
+    else socket.destroy();
   }
 
   #gone(): void {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { httpBase, scrape, startTestRelay, TestClient, testConfig } from "./helpers.ts";
+import { httpBase, scrape, startTestRelay, TestClient } from "./helpers.ts";
 import type { Relay } from "../server.ts";
 
 const KEY = "publish-key-1";
