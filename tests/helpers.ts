@@ -5,6 +5,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { type Config, DEFAULT_CONFIG } from "../config.ts";
 import type { Hub } from "../hub.ts";
 import { type Relay, startRelay } from "../server.ts";
@@ -71,7 +72,14 @@ export class TestClient {
 
   /** Opens a client without waiting for the hub (for rejected upgrades too). */
   static open(url: string, protocols?: string[]): Promise<TestClient> {
-    const socket = new WebSocket(url, protocols);
+    return TestClient.wrap(new WebSocket(url, protocols));
+  }
+
+  /**
+   * Takes a socket that is still connecting, from Deno or from another
+   * implementation of the WebSocket API (npm `ws`), and resolves once it is open.
+   */
+  static wrap(socket: WebSocket): Promise<TestClient> {
     const client = new TestClient(socket);
     return new Promise((resolve, reject) => {
       socket.addEventListener("open", () => resolve(client), { once: true });
@@ -191,9 +199,13 @@ export async function untilTcpGone(
 }
 
 /** Whether `name args` runs and succeeds here (for tests that need a tool). */
-export async function commandWorks(name: string, args: string[]): Promise<boolean> {
+export async function commandWorks(
+  name: string,
+  args: string[],
+  env?: Record<string, string>,
+): Promise<boolean> {
   try {
-    return (await new Deno.Command(name, { args, stdout: "null", stderr: "null" }).output())
+    return (await new Deno.Command(name, { args, env, stdout: "null", stderr: "null" }).output())
       .success;
   } catch {
     return false;
@@ -268,3 +280,41 @@ export const KUBERNETES_SERVICE_LINKS: Readonly<Record<string, string>> = {
   RELAY_PORT_8443_TCP_PORT: "8443",
   RELAY_PORT_8443_TCP_PROTO: "tcp",
 };
+
+/**
+ * `promise`, or a rejection naming `what` once `ms` have passed without it
+ * settling: a peer that never answers fails the test instead of hanging it.
+ */
+export async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A self-signed certificate for 127.0.0.1 made with `openssl` in `dir`, for this test run. */
+export async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
+  const cert = `${dir}/cert.pem`;
+  const key = `${dir}/key.pem`;
+  const { success, stderr } = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+      ...["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+      ...[
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+      ],
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(success, new TextDecoder().decode(stderr));
+  return { cert, key };
+}

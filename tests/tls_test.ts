@@ -1,28 +1,6 @@
 import assert from "node:assert/strict";
-import { commandWorks, nextEvent, startTestRelay } from "./helpers.ts";
+import { commandWorks, nextEvent, selfSigned, startTestRelay } from "./helpers.ts";
 import { Opcode, RawWebSocket } from "./raw_ws.ts";
-
-/** A self-signed certificate for 127.0.0.1, made for this test run. */
-async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
-  const cert = `${dir}/cert.pem`;
-  const key = `${dir}/key.pem`;
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args: [
-      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-      ...["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
-      ...[
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-      ],
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(success, new TextDecoder().decode(stderr));
-  return { cert, key };
-}
 
 Deno.test({
   name: "server speaks wss:// and https:// with the configured certificate",
