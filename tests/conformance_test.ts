@@ -905,8 +905,12 @@ Deno.test("message size limit", async (t) => {
   );
 
   await step("a header announcing 60 MiB is closed with 1009 without the payload", async (ws) => {
+    const rssBefore = Deno.memoryUsage().rss;
     await ws.sendFrame({ opcode: Opcode.BINARY, length: 60 * 2 ** 20 });
     await expectClose(ws, [1009]);
+    // Refused from the header: no buffer of the announced size was ever made.
+    const grownMiB = (Deno.memoryUsage().rss - rssBefore) / 2 ** 20;
+    assert.ok(grownMiB < 30, `the server grew by ${grownMiB.toFixed(1)} MiB`);
   });
 
   await step(
