@@ -25,8 +25,12 @@ export interface ParserSink {
   fail(code: number, reason: string): void;
 }
 
-/** For whole text messages only: without `stream` it keeps no state between calls. */
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+/**
+ * For whole text messages only: without `stream` it keeps no state between
+ * calls. `ignoreBOM` keeps a leading U+FEFF: it is part of the message, and
+ * its 3 bytes are counted in the size the parser reports.
+ */
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Parses one connection's inbound byte stream; see the module doc. */
 export class FrameParser {
@@ -182,7 +186,7 @@ export class FrameParser {
   #fragment(payload: Uint8Array): void {
     this.#messageBytes += payload.length;
     if (this.#messageOpcode === Opcode.TEXT) {
-      this.#textStream ??= new TextDecoder("utf-8", { fatal: true });
+      this.#textStream ??= new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
       try {
         this.#textParts.push(this.#textStream.decode(payload, { stream: !this.#fin }));
       } catch {
