@@ -108,6 +108,8 @@ export class WebSocketConnection implements Connection {
   #handler: ConnectionHandler | undefined;
   /** Bytes the peer sent right after its handshake, parsed once a handler is there. */
   #head: Uint8Array | undefined;
+  /** The 101 answer until it is handed to the socket (always in the first write). */
+  #greeting: Uint8Array | undefined;
   #state = State.Open;
   #cause: CloseCause | undefined;
   #queue: Uint8Array[] = [];
@@ -154,6 +156,7 @@ export class WebSocketConnection implements Connection {
       fail: (code, reason) => this.#violated(code, reason),
     };
     this.#parser = new FrameParser(sink, options.maxMessageBytes);
+    this.#greeting = greeting;
     this.#enqueue(greeting);
     socket.on("data", (chunk: Uint8Array) => {
       this.#readSinceTick = true;
@@ -206,8 +209,10 @@ export class WebSocketConnection implements Connection {
     if (this.#state !== State.Open) return;
     this.#cause = "server";
     if (dropQueued) {
-      this.#queue = [];
-      this.#queuedBytes = 0;
+      // The 101 answer is not a frame: without it the close frame would be garbage.
+      const greeting = this.#greeting;
+      this.#queue = greeting === undefined ? [] : [greeting];
+      this.#queuedBytes = greeting?.length ?? 0;
     }
     this.#sendClose(code, reason);
   }
@@ -296,6 +301,7 @@ export class WebSocketConnection implements Connection {
   #writeQueue(): void {
     const queue = this.#queue;
     const chunk = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
+    this.#greeting = undefined;
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#writing = true;
