@@ -118,6 +118,8 @@ export class WebSocketConnection implements Connection, ParserSink {
   #handler: ConnectionHandler | undefined;
   /** Bytes the peer sent right after its handshake, parsed once a handler is there. */
   #head: Uint8Array | undefined;
+  /** The 101 answer until it is handed to the socket (always in the first write). */
+  #greeting: Uint8Array | undefined;
   #state = State.Open;
   #cause: CloseCause | undefined;
   #queue: Uint8Array[] = [];
@@ -152,6 +154,7 @@ export class WebSocketConnection implements Connection, ParserSink {
     this.#options = options;
     this.#onGone = onGone;
     this.#head = head.length > 0 ? head : undefined;
+    this.#greeting = greeting;
     this.#enqueue(greeting);
     socket.on("data", WebSocketConnection.#onData);
     socket.on("end", WebSocketConnection.#onEnd);
@@ -204,8 +207,10 @@ export class WebSocketConnection implements Connection, ParserSink {
     if (this.#state !== State.Open) return;
     this.#cause = "server";
     if (dropQueued) {
-      this.#queue = [];
-      this.#queuedBytes = 0;
+      // The 101 answer is not a frame: without it the close frame would be garbage.
+      const greeting = this.#greeting;
+      this.#queue = greeting === undefined ? [] : [greeting];
+      this.#queuedBytes = greeting?.length ?? 0;
     }
     this.#sendClose(code, reason);
   }
@@ -340,6 +345,7 @@ export class WebSocketConnection implements Connection, ParserSink {
   #writeQueue(): void {
     const queue = this.#queue;
     const chunk = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
+    this.#greeting = undefined;
     this.#queue = [];
     this.#queuedBytes = 0;
     this.#writing = true;

@@ -27,7 +27,8 @@ export interface ParserSink {
 
 /**
  * For whole text messages only: without `stream` it keeps no state between
- * calls. `ignoreBOM` keeps a leading U+FEFF: it is part of the message.
+ * calls. `ignoreBOM` keeps a leading U+FEFF: it is part of the message, and
+ * its 3 bytes are counted in the size the parser reports.
  */
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 

@@ -13,7 +13,7 @@
 import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./connection.ts";
 import { EngineCloseCode, type Outbound, utf8Length } from "./frame.ts";
 
-/** The reason text Deno puts on the close event when a ping went unanswered. */
+/** The text Deno puts on the error and close events when a ping went unanswered. */
 const DENO_IDLE_TIMEOUT_REASON = "No response from ping frame.";
 
 /** A runtime WebSocket as a {@link Connection}; see the module doc. */
@@ -74,13 +74,19 @@ export class RuntimeConnection implements Connection {
         this.#open = true;
         return this.#handler!.onOpen();
       case "error":
-        this.#cause ??= "error";
+        // An unanswered ping comes as this error first, then a close with the same reason.
+        this.#cause ??= (event as ErrorEvent).message === DENO_IDLE_TIMEOUT_REASON
+          ? "idle_timeout"
+          : "error";
         return;
       case "close": {
         this.#open = false;
         const { reason, code } = event as CloseEvent;
-        if (reason === DENO_IDLE_TIMEOUT_REASON) this.#cause ??= "idle_timeout";
-        this.#cause ??= code === 1006 ? "error" : "client_close";
+        this.#cause ??= reason === DENO_IDLE_TIMEOUT_REASON
+          ? "idle_timeout"
+          : code === 1006
+          ? "error"
+          : "client_close";
         this.#handler!.onClose(this.#cause);
       }
     }
