@@ -21,6 +21,7 @@
  * @module
  */
 import type { Duplex } from "node:stream";
+import { concat } from "./bytes.ts";
 import { encodeClose, encodeFrame, EngineCloseCode, Opcode, type Outbound } from "./frame.ts";
 import { FrameParser, type ParserSink } from "./parser.ts";
 
@@ -365,14 +366,4 @@ export class WebSocketConnection implements Connection, ParserSink {
     this.#scheduled = true;
     if (pending.push(this) === 1) queueMicrotask(flushPending);
   }
-}
-
-function concat(chunks: Uint8Array[], bytes: number): Uint8Array {
-  const out = new Uint8Array(bytes);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }

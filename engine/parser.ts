@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { concat } from "./bytes.ts";
 import { EngineCloseCode, isValidCloseCode, Opcode } from "./frame.ts";
 
 /** Where the parser's results go; the connection implements it. */
@@ -242,17 +243,4 @@ function unmask(payload: Uint8Array, mask: Uint8Array, maskWord: number): void {
     i = words.length * 4;
   }
   for (; i < length; i++) payload[i] ^= mask[i & 3];
-}
-
-function concat(parts: Uint8Array[], bytes: number): Uint8Array<ArrayBuffer> {
-  if (parts.length === 1 && parts[0].byteLength === parts[0].buffer.byteLength) {
-    return parts[0] as Uint8Array<ArrayBuffer>;
-  }
-  const out = new Uint8Array(bytes);
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
 }
