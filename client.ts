@@ -42,12 +42,6 @@ export interface ClientOptions {
   room?: string;
   /** The peer's address, for logs. @default "" */
   remoteAddress?: string;
-  /**
-   * Unsent bytes the connection may hold before the client counts as a slow
-   * consumer and is closed with 1013.
-   * @default 4194304
-   */
-  sendBufferBytes?: number;
   /** `raw` relays frames untouched; `json` speaks the channel protocol. @default "raw" */
   protocol?: "raw" | "json";
   /** Frames per second the client may send, with bursts; `undefined`: no limit. */
@@ -95,7 +89,6 @@ export class Client implements ConnectionHandler {
   readonly connectedAt: number = Date.now();
   readonly #connection: Connection;
   readonly #host: ClientHost;
-  readonly #sendBufferBytes: number;
   readonly #allowed: ChannelPatterns | undefined;
   readonly #bucket: TokenBucket | undefined;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
@@ -108,7 +101,6 @@ export class Client implements ConnectionHandler {
     const {
       room = "",
       remoteAddress = "",
-      sendBufferBytes = 4_194_304,
       protocol = "raw",
       rateLimit,
       expiresAt,
@@ -123,19 +115,18 @@ export class Client implements ConnectionHandler {
     this.remoteAddress = remoteAddress;
     this.#connection = connection;
     this.#host = host;
-    this.#sendBufferBytes = sendBufferBytes;
     this.#onClosed = onClosed;
     connection.start(this);
   }
 
   /**
-   * Queues `message` unless that would put more than the send budget in
-   * flight: the check comes first, so a client that stops reading cannot
-   * grow the server without bound.
+   * Queues `message` unless the connection is over its hard limit (the
+   * caller then closes it as a slow consumer): the check comes first, so a
+   * client that stops reading cannot grow the server without bound.
    */
   send(message: Outbound): SendResult {
     if (!this.#open) return "closed";
-    return this.#connection.send(message, this.#sendBufferBytes);
+    return this.#connection.send(message);
   }
 
   /**

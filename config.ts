@@ -64,11 +64,14 @@ const serverSchema = z.strictObject({
   serve_example: bool().default(false),
   trust_proxy: bool().default(false),
   reuse_port: bool().default(false),
+  max_buffered_bytes: intIn(0, MAX_INT, " (0: no cap)").default(1_073_741_824),
 });
 
 const websocketSchema = z.strictObject({
   max_message_bytes: intIn(1, MAX_INT).default(1_048_576),
   send_buffer_bytes: intIn(1, MAX_INT).default(4_194_304),
+  send_buffer_max_bytes: intIn(0, MAX_INT, " (0: 4 x send_buffer_bytes)").default(0),
+  send_timeout: duration().default("10s"),
   idle_timeout: duration().default("60s"),
   close_timeout: duration().default("5s"),
   echo: bool().default(true),

@@ -156,14 +156,22 @@ export async function createRelayHandler(
   const anyOrigin = allowedOrigins.size === 0 || allowedOrigins.has("*");
   const idleTimeoutMs = durationMs(websocket.idle_timeout);
   const maxMessageBytes = websocket.max_message_bytes;
-  const engine = new WebSocketEngine({
+  const sendBufferBytes = websocket.send_buffer_bytes;
+  const limits = {
     maxMessageBytes,
+    sendBufferBytes,
+    sendBufferMaxBytes: websocket.send_buffer_max_bytes || 4 * sendBufferBytes,
+    sendTimeoutMs: durationMs(websocket.send_timeout),
+  };
+  // Each worker of a cluster holds its share of the process-wide cap.
+  const engine = new WebSocketEngine({
+    ...limits,
     idleTimeoutMs,
     closeTimeoutMs: durationMs(websocket.close_timeout),
+    maxBufferedBytes: Math.floor(serverConfig.max_buffered_bytes / serverConfig.workers),
   });
   const { messages_per_second: perSecond, burst } = websocket.rate_limit;
   const clientOptions = {
-    sendBufferBytes: websocket.send_buffer_bytes,
     protocol: websocket.protocol,
     rateLimit: perSecond > 0 ? { perSecond, burst: burst || Math.ceil(perSecond) } : undefined,
   };
@@ -257,7 +265,7 @@ export async function createRelayHandler(
       Atomics.sub(connectionCount, 0, 1);
       return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
     }
-    serveClient(new RuntimeConnection(upgraded.socket, maxMessageBytes), admitted);
+    serveClient(new RuntimeConnection(upgraded.socket, limits), admitted);
     return upgraded.response;
   };
 

@@ -11,8 +11,15 @@
  * one write; while a write is in flight, what queues meanwhile waits and
  * goes out in the next one. The hub queues a whole batch before that task
  * ends, so a connection costs one write per batch, not one per message.
- * What a connection holds unsent is known exactly: its queue plus what the
- * socket has not yet handed to the kernel.
+ * What a connection holds unsent is known exactly: its queue plus the write
+ * in flight, counted here and in its pool's total.
+ *
+ * Slow consumers are judged by time, as gorilla's write deadline and NATS's
+ * `write_deadline` do: a peer may hold more than its budget for up to the
+ * send timeout (a burst a healthy reader drains), never more than its hard
+ * limit; past either it is closed with 1013. The pool (the engine) caps the
+ * bytes all its connections hold together and evicts the furthest behind
+ * first.
  *
  * Every close ends with the socket destroyed within the close timeout,
  * whether or not the peer answers: a slow or silent peer cannot keep its
@@ -35,6 +42,8 @@ export type CloseCause =
   | "too_large"
   /** The peer did not answer a ping in time. */
   | "idle_timeout"
+  /** The peer fell behind: over its budget too long, over its hard limit, or the pool's cap. */
+  | "slow_consumer"
   /** The socket failed or the peer went away without a close frame. */
   | "error"
   /** The server closed it ({@link Connection.close}); the caller knows why. */
@@ -58,10 +67,10 @@ export interface Connection {
   /** Starts delivering events to `handler`. */
   start(handler: ConnectionHandler): void;
   /**
-   * Queues `message` unless the bytes held for this peer would then pass
-   * `budget`; nothing is queued then.
+   * Queues `message` unless the bytes held for this peer would then pass its
+   * hard limit; nothing is queued then (the caller closes it with 1013).
    */
-  send(message: Outbound, budget: number): SendResult;
+  send(message: Outbound): SendResult;
   /**
    * Starts the close handshake with `code`; the connection is released when
    * the peer answers, or after the close timeout if it does not. With
@@ -71,14 +80,32 @@ export interface Connection {
   close(code: number, reason: string, dropQueued?: boolean): void;
 }
 
-/** Timing of a {@link WebSocketConnection}. */
+/** Limits and timing of a connection. */
 export interface ConnectionOptions {
   /** Largest message accepted, in bytes; larger closes with 1009. */
   maxMessageBytes: number;
-  /** A ping after half of this without inbound bytes, a destroy after the other half; 0: never. */
+  /** A ping after half of this without inbound bytes, a close after the other half; 0: never. */
   idleTimeoutMs: number;
-  /** How long a close may wait for the peer before the socket is destroyed. */
+  /** How long a close may wait for the peer before the socket is reset. */
   closeTimeoutMs: number;
+  /** Bytes a peer may fall behind by for up to {@link sendTimeoutMs}. */
+  sendBufferBytes: number;
+  /** Bytes a peer may never pass: over it, 1013 at once. */
+  sendBufferMaxBytes: number;
+  /** How long a peer may stay over {@link sendBufferBytes} before 1013; 0: no limit (only the hard one). */
+  sendTimeoutMs: number;
+}
+
+/** What the connections of one engine share: their bytes in total, under a cap. */
+export interface ConnectionPool {
+  /** Bytes every connection of the pool holds, queued or in flight. */
+  bufferedBytes: number;
+  /** The cap on {@link bufferedBytes}; 0: none. */
+  readonly maxBufferedBytes: number;
+  /** {@link bufferedBytes} passed the cap: evict the furthest behind. */
+  overCap(): void;
+  /** A connection's socket has closed. */
+  gone(connection: WebSocketConnection): void;
 }
 
 const enum State {
@@ -91,6 +118,8 @@ const enum State {
 const PING = encodeFrame(Opcode.PING, new Uint8Array(0));
 /** Going Away: sent to a peer that stopped answering pings. */
 const GOING_AWAY = 1001;
+/** Try Again Later: sent to a slow consumer. */
+const TRY_AGAIN_LATER = 1013;
 
 /** Connections with frames queued in the current task. */
 let pending: WebSocketConnection[] = [];
@@ -114,7 +143,7 @@ type CarrierSocket = Duplex & { [CONNECTION]: WebSocketConnection };
 export class WebSocketConnection implements Connection, ParserSink {
   readonly #socket: CarrierSocket;
   readonly #options: ConnectionOptions;
-  readonly #onGone: (connection: WebSocketConnection) => void;
+  readonly #pool: ConnectionPool;
   #parser: FrameParser | undefined;
   #handler: ConnectionHandler | undefined;
   /** Bytes the peer sent right after its handshake, parsed once a handler is there. */
@@ -125,35 +154,38 @@ export class WebSocketConnection implements Connection, ParserSink {
   #cause: CloseCause | undefined;
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
-  #writing = false;
+  /** Bytes of the write in flight, 0 when none is. */
+  #writingBytes = 0;
   #scheduled = false;
   /** Time without inbound bytes, advanced by {@link tick}. */
   #idleMs = 0;
   #readSinceTick = false;
   #pingSent = false;
-  /** Time left before the socket is destroyed; counts down only while closing. */
+  /** Time spent over the send budget, advanced by {@link tick}. */
+  #overBudgetMs = 0;
+  /** Time left before the socket is reset; counts down only while closing. */
   #closeDeadlineMs = 0;
   #onWritten: ((error?: Error | null) => void) | undefined;
-  /** Our side of the TCP connection is closed: inbound bytes are ignored. */
+  /** Our side is closing: write what is queued, then end the TCP connection; read nothing more. */
   #hungUp = false;
 
   /**
    * Takes over `socket` with the 101 answer (`greeting`) as its first
    * write; `head` holds bytes the peer sent right after its handshake.
-   * `onGone` hears when the socket is closed, before the handler does.
+   * The pool hears when the socket is closed, before the handler does.
    */
   constructor(
     socket: Duplex,
     options: ConnectionOptions,
     greeting: Uint8Array,
     head: Uint8Array,
-    onGone: (connection: WebSocketConnection) => void,
+    pool: ConnectionPool,
   ) {
     const carrier = socket as CarrierSocket;
     carrier[CONNECTION] = this;
     this.#socket = carrier;
     this.#options = options;
-    this.#onGone = onGone;
+    this.#pool = pool;
     this.#head = head.length > 0 ? head : undefined;
     this.#greeting = greeting;
     this.#enqueue(greeting);
@@ -181,9 +213,14 @@ export class WebSocketConnection implements Connection, ParserSink {
     this[CONNECTION].#gone();
   }
 
-  /** Bytes held for the peer: queued here plus not yet taken by the kernel. */
+  /** Bytes held for the peer: queued here plus the write in flight. */
   get bufferedAmount(): number {
-    return this.#queuedBytes + this.#socket.writableLength;
+    return this.#queuedBytes + this.#writingBytes;
+  }
+
+  /** Whether the connection is open (not closing, not closed). */
+  get open(): boolean {
+    return this.#state === State.Open;
   }
 
   start(handler: ConnectionHandler): void {
@@ -194,10 +231,10 @@ export class WebSocketConnection implements Connection, ParserSink {
     if (head !== undefined) this.#read(head);
   }
 
-  send(message: Outbound, budget: number): SendResult {
+  send(message: Outbound): SendResult {
     if (this.#state !== State.Open) return "closed";
     const frame = message.frame;
-    if (this.#queuedBytes + this.#socket.writableLength + frame.length > budget) {
+    if (this.bufferedAmount + frame.length > this.#options.sendBufferMaxBytes) {
       return "over_budget";
     }
     this.#enqueue(frame);
@@ -207,13 +244,29 @@ export class WebSocketConnection implements Connection, ParserSink {
   close(code: number, reason: string, dropQueued = false): void {
     if (this.#state !== State.Open) return;
     this.#cause = "server";
-    if (dropQueued) {
-      // The 101 answer is not a frame: without it the close frame would be garbage.
-      const greeting = this.#greeting;
-      this.#queue = greeting === undefined ? [] : [greeting];
-      this.#queuedBytes = greeting?.length ?? 0;
-    }
+    if (dropQueued) this.#dropQueue();
     this.#sendClose(code, reason);
+  }
+
+  /**
+   * Closes a peer that fell behind with 1013, dropping what it would never
+   * read. `now` resets the connection at once instead, releasing every
+   * byte it holds (the pool needs the memory now; a peer this far behind
+   * would not read the close frame anyway).
+   */
+  evict(now = false): void {
+    if (this.#state !== State.Open) return;
+    this.#cause = "slow_consumer";
+    if (!now) {
+      this.#dropQueue();
+      return this.#sendClose(TRY_AGAIN_LATER, "send buffer full");
+    }
+    this.#state = State.Closing;
+    this.#queue = [];
+    this.#release(this.#queuedBytes + this.#writingBytes);
+    this.#queuedBytes = 0;
+    this.#writingBytes = 0;
+    this.#abort();
   }
 
   /**
@@ -223,14 +276,14 @@ export class WebSocketConnection implements Connection, ParserSink {
    */
   flush(): void {
     this.#scheduled = false;
-    if (!this.#writing && this.#queue.length > 0 && this.#state !== State.Closed) {
+    if (this.#writingBytes === 0 && this.#queue.length > 0 && this.#state !== State.Closed) {
       this.#writeQueue();
     }
   }
 
   /**
    * Advances the connection's clocks by `elapsedMs`: the close deadline while
-   * closing, otherwise the idle ping and its timeout.
+   * closing; otherwise the send timeout and the idle ping and its timeout.
    */
   tick(elapsedMs: number): void {
     if (this.#state === State.Closed) return;
@@ -238,6 +291,12 @@ export class WebSocketConnection implements Connection, ParserSink {
       this.#closeDeadlineMs -= elapsedMs;
       if (this.#closeDeadlineMs <= 0) this.#abort();
       return;
+    }
+    const { sendBufferBytes, sendTimeoutMs } = this.#options;
+    if (this.bufferedAmount <= sendBufferBytes) {
+      this.#overBudgetMs = 0;
+    } else if ((this.#overBudgetMs += elapsedMs) > sendTimeoutMs && sendTimeoutMs > 0) {
+      return this.evict();
     }
     const idleTimeoutMs = this.#options.idleTimeoutMs;
     if (idleTimeoutMs === 0) return;
@@ -321,9 +380,20 @@ export class WebSocketConnection implements Connection, ParserSink {
   #gone(): void {
     this.#state = State.Closed;
     this.#queue = [];
+    this.#release(this.#queuedBytes + this.#writingBytes);
     this.#queuedBytes = 0;
-    this.#onGone(this);
+    this.#writingBytes = 0;
+    this.#pool.gone(this);
     this.#handler?.onClose(this.#cause ?? "error");
+  }
+
+  /** Discards frames not yet written; the 101 answer stays (without it the rest is garbage). */
+  #dropQueue(): void {
+    const greeting = this.#greeting;
+    const kept = greeting?.length ?? 0;
+    this.#release(this.#queuedBytes - kept);
+    this.#queue = greeting === undefined ? [] : [greeting];
+    this.#queuedBytes = kept;
   }
 
   #sendClose(code: number | undefined, reason: string): void {
@@ -333,14 +403,13 @@ export class WebSocketConnection implements Connection, ParserSink {
   }
 
   /**
-   * Writes what is queued and closes our side of the TCP connection: the
-   * server closes first (RFC 6455 section 7.1.1). The close deadline still
-   * destroys the socket if the peer never reads what is left.
+   * Closes our side of the TCP connection once what is queued is written:
+   * the server closes first (RFC 6455 section 7.1.1). The close deadline
+   * still resets the socket if the peer never reads what is left.
    */
   #hangUp(): void {
     this.#hungUp = true;
-    if (this.#queue.length > 0) this.#writeQueue();
-    this.#socket.end();
+    if (this.#writingBytes === 0 && this.#queue.length === 0) this.#socket.end();
   }
 
   #writeQueue(): void {
@@ -348,22 +417,32 @@ export class WebSocketConnection implements Connection, ParserSink {
     const chunk = queue.length === 1 ? queue[0] : concat(queue, this.#queuedBytes);
     this.#greeting = undefined;
     this.#queue = [];
+    this.#writingBytes = this.#queuedBytes;
     this.#queuedBytes = 0;
-    this.#writing = true;
-    this.#socket.write(
-      chunk,
-      this.#onWritten ??= (error) => {
-        this.#writing = false;
-        if (!error && this.#queue.length > 0) this.flush();
-      },
-    );
+    this.#socket.write(chunk, this.#onWritten ??= (error) => this.#written(error));
+  }
+
+  /** The write in flight is done: the kernel has its bytes (or the socket failed). */
+  #written(error: Error | null | undefined): void {
+    this.#release(this.#writingBytes);
+    this.#writingBytes = 0;
+    if (error || this.#state === State.Closed) return;
+    if (this.#queue.length > 0) this.#writeQueue();
+    else if (this.#hungUp) this.#socket.end();
   }
 
   #enqueue(frame: Uint8Array): void {
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;
+    const pool = this.#pool;
+    pool.bufferedBytes += frame.length;
+    if (pool.maxBufferedBytes > 0 && pool.bufferedBytes > pool.maxBufferedBytes) pool.overCap();
     if (this.#scheduled) return;
     this.#scheduled = true;
     if (pending.push(this) === 1) queueMicrotask(flushPending);
+  }
+
+  #release(bytes: number): void {
+    this.#pool.bufferedBytes -= bytes;
   }
 }

@@ -1,8 +1,9 @@
 /**
  * The engine: turns an upgraded socket (from `node:http`'s `upgrade` event)
- * into a {@link WebSocketConnection}, and keeps every connection's clocks
- * (idle pings, close deadlines) with one timer for all of them rather than
- * timers per connection.
+ * into a {@link WebSocketConnection}, keeps every connection's clocks (idle
+ * pings, send timeouts, close deadlines) with one timer for all of them
+ * rather than timers per connection, and holds the bytes all its
+ * connections buffer under one cap, evicting the furthest behind first.
  *
  * @example
  * ```ts
@@ -13,6 +14,10 @@
  *   maxMessageBytes: 1 << 20,
  *   idleTimeoutMs: 60_000,
  *   closeTimeoutMs: 5_000,
+ *   sendBufferBytes: 4 << 20,
+ *   sendBufferMaxBytes: 16 << 20,
+ *   sendTimeoutMs: 10_000,
+ *   maxBufferedBytes: 1 << 30,
  * });
  * const server = createServer().on("upgrade", (request, socket, head) => {
  *   const handshake = checkHandshake(request.method!, request.headers);
@@ -30,30 +35,40 @@
  * @module
  */
 import type { Duplex } from "node:stream";
-import { type ConnectionOptions, WebSocketConnection } from "./connection.ts";
+import { type ConnectionOptions, type ConnectionPool, WebSocketConnection } from "./connection.ts";
 import { switchingProtocols } from "./handshake.ts";
 
 /** The longest and shortest gap between two clock ticks. */
 const MAX_TICK_MS = 1000;
 const MIN_TICK_MS = 10;
+/** Evicting over the cap goes down to this share of it, so one eviction is not followed by another. */
+const EVICT_TO = 0.9;
+
+/** Options of a {@link WebSocketEngine}: every connection's, and the pool's cap. */
+export interface EngineOptions extends ConnectionOptions {
+  /** Bytes all connections may buffer together; over it the furthest behind go. 0: no cap. */
+  maxBufferedBytes: number;
+}
 
 /** Accepts upgraded sockets and runs their clocks; see the module doc. */
-export class WebSocketEngine {
+export class WebSocketEngine implements ConnectionPool {
+  bufferedBytes = 0;
+  readonly maxBufferedBytes: number;
   readonly #options: ConnectionOptions;
   readonly #connections = new Set<WebSocketConnection>();
   readonly #tickMs: number;
   #timer: ReturnType<typeof setInterval> | undefined;
   #lastTick = 0;
-  readonly #onGone = (connection: WebSocketConnection) => {
-    this.#connections.delete(connection);
-    if (this.#connections.size === 0) this.#stopClock();
-  };
+  #evicting = false;
 
-  constructor(options: ConnectionOptions) {
-    this.#options = options;
+  constructor(options: EngineOptions) {
+    const { maxBufferedBytes, ...connection } = options;
+    this.#options = connection;
+    this.maxBufferedBytes = maxBufferedBytes;
     // A quarter of the shortest interval keeps pings and deadlines within 25% of their time.
     const shortest = Math.min(
       options.closeTimeoutMs,
+      options.sendTimeoutMs > 0 ? options.sendTimeoutMs : Infinity,
       options.idleTimeoutMs > 0 ? options.idleTimeoutMs / 2 : Infinity,
     );
     this.#tickMs = Math.max(MIN_TICK_MS, Math.min(MAX_TICK_MS, shortest / 4));
@@ -62,6 +77,36 @@ export class WebSocketEngine {
   /** Connections open right now. */
   get size(): number {
     return this.#connections.size;
+  }
+
+  /** @internal {@link ConnectionPool}: a connection's socket has closed. */
+  gone(connection: WebSocketConnection): void {
+    this.#connections.delete(connection);
+    if (this.#connections.size === 0) this.#stopClock();
+  }
+
+  /**
+   * @internal {@link ConnectionPool}: the total passed the cap. The
+   * eviction runs once, after the current task has queued all it will.
+   */
+  overCap(): void {
+    if (this.#evicting) return;
+    this.#evicting = true;
+    queueMicrotask(() => this.#evictFurthestBehind());
+  }
+
+  /** Evicts connections, furthest behind first, until the total is back under the cap. */
+  #evictFurthestBehind(): void {
+    this.#evicting = false;
+    const target = this.maxBufferedBytes * EVICT_TO;
+    if (this.bufferedBytes <= this.maxBufferedBytes) return;
+    const behind = [...this.#connections]
+      .filter((connection) => connection.open && connection.bufferedAmount > 0)
+      .sort((a, b) => b.bufferedAmount - a.bufferedAmount);
+    for (const connection of behind) {
+      if (this.bufferedBytes <= target) break;
+      connection.evict(true);
+    }
   }
 
   /**
@@ -76,7 +121,7 @@ export class WebSocketEngine {
       this.#options,
       switchingProtocols(key, protocol),
       head,
-      this.#onGone,
+      this,
     );
     this.#connections.add(connection);
     this.#startClock();

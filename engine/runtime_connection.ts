@@ -4,32 +4,47 @@
  * own `Deno.serve` (`createRelayHandler`). The runtime frames, pings and
  * closes; this adapter adds what it does not: the message size limit (after
  * the runtime has read the message, the best it allows) and the send budget
- * (`bufferedAmount` is a call into the runtime, so it is read only when an
- * upper bound says the budget could be passed). It cannot release a peer
- * that never answers a close: the runtime offers no abort.
+ * and its timeout (`bufferedAmount` is a call into the runtime, so it is
+ * read only when an upper bound says the budget could be passed; with no
+ * clock of its own, the timeout is checked on sends). It cannot release a
+ * peer that never answers a close: the runtime offers no abort.
  *
  * @module
  */
-import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./connection.ts";
+import type {
+  CloseCause,
+  Connection,
+  ConnectionHandler,
+  ConnectionOptions,
+  SendResult,
+} from "./connection.ts";
 import { EngineCloseCode, type Outbound, utf8Length } from "./frame.ts";
 
 /** The text Deno puts on the error and close events when a ping went unanswered. */
 const DENO_IDLE_TIMEOUT_REASON = "No response from ping frame.";
 
+/** The limits a {@link RuntimeConnection} enforces; the runtime keeps the clocks. */
+export type RuntimeOptions = Pick<
+  ConnectionOptions,
+  "maxMessageBytes" | "sendBufferBytes" | "sendBufferMaxBytes" | "sendTimeoutMs"
+>;
+
 /** A runtime WebSocket as a {@link Connection}; see the module doc. */
 export class RuntimeConnection implements Connection {
   readonly #socket: WebSocket;
-  readonly #maxMessageBytes: number;
+  readonly #options: RuntimeOptions;
   #handler: ConnectionHandler | undefined;
   #open = false;
   #cause: CloseCause | undefined;
   #closeOnOpen: [code: number, reason: string] | undefined;
   /** Never less than the bytes the socket holds unsent. */
   #inFlightBound = 0;
+  /** When the peer went over its budget (performance.now()), while it is. */
+  #overBudgetSince: number | undefined;
 
-  constructor(socket: WebSocket, maxMessageBytes: number) {
+  constructor(socket: WebSocket, options: RuntimeOptions) {
     this.#socket = socket;
-    this.#maxMessageBytes = maxMessageBytes;
+    this.#options = options;
     // Binary frames arrive as the ArrayBuffer they came in, never as Blob.
     socket.binaryType = "arraybuffer";
   }
@@ -42,13 +57,21 @@ export class RuntimeConnection implements Connection {
     }
   }
 
-  send(message: Outbound, budget: number): SendResult {
+  send(message: Outbound): SendResult {
     if (!this.#open) return "closed";
+    const { sendBufferBytes, sendBufferMaxBytes, sendTimeoutMs } = this.#options;
     const bytes = message.bytes;
     let inFlight = this.#inFlightBound + bytes;
-    if (inFlight > budget) {
+    if (inFlight > sendBufferBytes) {
       inFlight = this.#socket.bufferedAmount + bytes;
-      if (inFlight > budget) return "over_budget";
+      if (inFlight > sendBufferMaxBytes) return "over_budget";
+      if (inFlight <= sendBufferBytes) {
+        this.#overBudgetSince = undefined;
+      } else {
+        const now = performance.now();
+        this.#overBudgetSince ??= now;
+        if (now - this.#overBudgetSince > sendTimeoutMs && sendTimeoutMs > 0) return "over_budget";
+      }
     }
     this.#inFlightBound = inFlight;
     this.#socket.send(message.data);
@@ -95,7 +118,7 @@ export class RuntimeConnection implements Connection {
   #onMessage(data: string | ArrayBuffer): void {
     if (!this.#open) return;
     const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
-    if (bytes > this.#maxMessageBytes) {
+    if (bytes > this.#options.maxMessageBytes) {
       this.#cause ??= "too_large";
       this.close(EngineCloseCode.MESSAGE_TOO_BIG, "message too big");
       return;

@@ -15,6 +15,7 @@ import {
   type CloseCause,
   type ConnectionHandler,
   type ConnectionOptions,
+  type ConnectionPool,
   WebSocketConnection,
 } from "../../engine/connection.ts";
 import { Opcode, Outbound } from "../../engine/frame.ts";
@@ -106,10 +107,31 @@ const OPTIONS: ConnectionOptions = {
   maxMessageBytes: 1000,
   idleTimeoutMs: 0,
   closeTimeoutMs: 1000,
+  sendBufferBytes: 1 << 20,
+  sendBufferMaxBytes: 1 << 20,
+  sendTimeoutMs: 0,
 };
 
+/** A pool of one or more connections, recording `gone` in each handler's log. */
+class Pool implements ConnectionPool {
+  bufferedBytes = 0;
+  overCaps = 0;
+  readonly handlers = new Map<WebSocketConnection, Recorder>();
+  constructor(readonly maxBufferedBytes = 0) {}
+  overCap(): void {
+    this.overCaps++;
+  }
+  gone(connection: WebSocketConnection): void {
+    this.handlers.get(connection)?.log.push("gone");
+  }
+}
+
 /** A started connection over a fake socket. */
-function open(options: Partial<ConnectionOptions> = {}, head: Uint8Array = new Uint8Array(0)) {
+function open(
+  options: Partial<ConnectionOptions> = {},
+  head: Uint8Array = new Uint8Array(0),
+  pool = new Pool(),
+) {
   const socket = new FakeSocket();
   const handler = new Recorder();
   const connection = new WebSocketConnection(
@@ -117,10 +139,11 @@ function open(options: Partial<ConnectionOptions> = {}, head: Uint8Array = new U
     { ...OPTIONS, ...options },
     GREETING,
     head,
-    () => handler.log.push("gone"),
+    pool,
   );
+  pool.handlers.set(connection, handler);
   connection.start(handler);
-  return { socket, handler, connection };
+  return { socket, handler, connection, pool };
 }
 
 const text = (data: string) => Outbound.of(data);
@@ -139,7 +162,7 @@ async function finish(socket: FakeSocket, handler: Recorder): Promise<CloseCause
 
 Deno.test("the 101 answer and every frame sent in the same task go out in one write", async () => {
   const { socket, connection, handler } = open();
-  for (let i = 0; i < 100; i++) assert.equal(connection.send(text(`m${i}`), 1 << 20), "sent");
+  for (let i = 0; i < 100; i++) assert.equal(connection.send(text(`m${i}`)), "sent");
   await nextTask();
   assert.equal(socket.writes.length, 1);
   assert.deepEqual(
@@ -147,7 +170,7 @@ Deno.test("the 101 answer and every frame sent in the same task go out in one wr
     Array.from({ length: 100 }, (_, i) => `m${i}`),
   );
   // A later task's batch is one more write.
-  for (let i = 0; i < 50; i++) connection.send(text("again"), 1 << 20);
+  for (let i = 0; i < 50; i++) connection.send(text("again"));
   await nextTask();
   assert.equal(socket.writes.length, 2);
   assert.equal(serverFrames(socket.writes[1]).length, 50);
@@ -160,8 +183,8 @@ Deno.test("each connection gets one write for what it queued in a task", async (
   const a = open();
   const b = open();
   for (let i = 0; i < 10; i++) {
-    a.connection.send(text("to a"), 1 << 20);
-    b.connection.send(text("to b"), 1 << 20);
+    a.connection.send(text("to a"));
+    b.connection.send(text("to b"));
   }
   await nextTask();
   assert.equal(a.socket.writes.length, 1);
@@ -175,13 +198,13 @@ Deno.test("each connection gets one write for what it queued in a task", async (
 Deno.test("frames queued while a write is in flight go out together in the next write", async () => {
   const { socket, connection, handler } = open();
   socket.holdWrites = true;
-  connection.send(text("A"), 1 << 20);
+  connection.send(text("A"));
   await nextTask();
   assert.equal(socket.writes.length, 1, "101 + A in flight");
-  connection.send(text("B"), 1 << 20);
+  connection.send(text("B"));
   await nextTask();
-  connection.send(text("C"), 1 << 20);
-  connection.send(text("D"), 1 << 20);
+  connection.send(text("C"));
+  connection.send(text("D"));
   await nextTask();
   assert.equal(socket.writes.length, 1, "nothing written while the first write is in flight");
   socket.release();
@@ -198,19 +221,22 @@ Deno.test("frames queued while a write is in flight go out together in the next 
   await handler.closed();
 });
 
-Deno.test("send() refuses a frame that would put more than the budget in flight, and queues nothing", async () => {
-  const { socket, connection, handler } = open();
-  socket.holdWrites = true;
-  await nextTask();
-  // The 101 answer is in flight: the socket still holds it.
-  assert.equal(connection.bufferedAmount, GREETING.length);
+Deno.test("send() refuses a frame that would pass the hard limit, and queues nothing", async () => {
   const message = text("x".repeat(200));
   const frame = message.frame.length;
-  assert.equal(connection.send(message, GREETING.length + frame), "sent", "exactly at the budget");
-  assert.equal(connection.bufferedAmount, GREETING.length + frame);
-  assert.equal(connection.send(message, GREETING.length + 2 * frame - 1), "over_budget");
-  assert.equal(connection.bufferedAmount, GREETING.length + frame, "nothing queued");
-  assert.equal(connection.send(message, GREETING.length + 2 * frame), "sent");
+  const { socket, connection, handler } = open({
+    sendBufferBytes: GREETING.length + frame,
+    sendBufferMaxBytes: GREETING.length + 2 * frame,
+  });
+  socket.holdWrites = true;
+  await nextTask();
+  // The 101 answer is in flight: it is still held.
+  assert.equal(connection.bufferedAmount, GREETING.length);
+  assert.equal(connection.send(message), "sent", "within the budget");
+  assert.equal(connection.send(message), "sent", "over the budget but exactly at the hard limit");
+  assert.equal(connection.bufferedAmount, GREETING.length + 2 * frame);
+  assert.equal(connection.send(message), "over_budget");
+  assert.equal(connection.bufferedAmount, GREETING.length + 2 * frame, "nothing queued");
   socket.release();
   await nextTask();
   socket.release();
@@ -221,13 +247,73 @@ Deno.test("send() refuses a frame that would put more than the budget in flight,
   await handler.closed();
 });
 
+Deno.test("a peer over its budget is evicted with 1013 only once it has stayed over for the send timeout", async () => {
+  const message = text("y".repeat(500));
+  const { socket, connection, handler } = open({
+    sendBufferBytes: 600,
+    sendBufferMaxBytes: 1 << 20,
+    sendTimeoutMs: 1000,
+  });
+  socket.holdWrites = true;
+  await nextTask();
+  for (let i = 0; i < 4; i++) assert.equal(connection.send(message), "sent");
+  connection.tick(600);
+  connection.tick(300);
+  assert.equal(connection.open, true, "a burst within the timeout evicts no one");
+  // The peer reads: back under the budget, the clock starts over.
+  socket.release();
+  await nextTask();
+  socket.release();
+  await nextTask();
+  connection.tick(300);
+  for (let i = 0; i < 4; i++) assert.equal(connection.send(message), "sent");
+  connection.tick(900);
+  assert.equal(connection.open, true, "the clock restarted when the peer caught up");
+  connection.tick(200);
+  assert.equal(connection.open, false, "over the budget for longer than the send timeout");
+  socket.release();
+  await nextTask();
+  const closes = closeFrames(socket.frames());
+  assert.deepEqual(closes, [{ code: 1013, reason: "send buffer full" }]);
+  socket.peerEnds();
+  assert.equal(await handler.closed(), "slow_consumer");
+});
+
+Deno.test("the pool hears of every byte held and released, and of passing its cap", async () => {
+  const pool = new Pool(2000);
+  const a = open({}, undefined, pool);
+  const b = open({}, undefined, pool);
+  assert.equal(pool.bufferedBytes, 2 * GREETING.length, "the 101 answers are held until written");
+  await nextTask();
+  assert.equal(pool.bufferedBytes, 0);
+  a.socket.holdWrites = true;
+  b.socket.holdWrites = true;
+  const message = text("z".repeat(900));
+  a.connection.send(message);
+  assert.equal(pool.overCaps, 0);
+  b.connection.send(message);
+  b.connection.send(message);
+  assert.equal(pool.overCaps, 1, "the third frame passes 2000 bytes in all");
+  assert.equal(pool.bufferedBytes, 3 * message.frame.length);
+  // Evicting at once releases everything the connection holds, in flight or not.
+  await nextTask();
+  b.connection.evict(true);
+  assert.equal(pool.bufferedBytes, message.frame.length);
+  assert.equal(await b.handler.closed(), "slow_consumer");
+  a.socket.release();
+  await nextTask();
+  assert.equal(pool.bufferedBytes, 0);
+  a.socket.destroy();
+  await a.handler.closed();
+});
+
 Deno.test("a server close writes a close frame, and the socket ends when the peer answers", async () => {
   const { socket, connection, handler } = open();
   connection.close(4001, "token expired");
   await nextTask();
   assert.deepEqual(closeFrames(socket.frames()), [{ code: 4001, reason: "token expired" }]);
   assert.equal(socket.writableEnded, false, "waiting for the peer's close");
-  assert.equal(connection.send(text("late"), 1 << 20), "closed");
+  assert.equal(connection.send(text("late")), "closed");
   connection.close(1000, "again"); // no second close frame
   socket.receive(clientFrame(Opcode.CLOSE, closePayload(4001)));
   await nextTask();
@@ -401,10 +487,10 @@ Deno.test("with an idle timeout of 0 the connection never pings", async () => {
 Deno.test("close() with dropQueued discards frames not yet written, but not the close frame", async () => {
   const { socket, connection, handler } = open();
   socket.holdWrites = true;
-  connection.send(text("written"), 1 << 20);
+  connection.send(text("written"));
   await nextTask();
-  connection.send(text("dropped 1"), 1 << 20);
-  connection.send(text("dropped 2"), 1 << 20);
+  connection.send(text("dropped 1"));
+  connection.send(text("dropped 2"));
   connection.close(1013, "send buffer full", true);
   socket.release();
   await nextTask();
@@ -420,7 +506,7 @@ Deno.test("close() with dropQueued discards frames not yet written, but not the 
 
 Deno.test("close() with dropQueued before the 101 answer is written still writes it first", async () => {
   const { socket, connection, handler } = open();
-  connection.send(text("dropped"), 1 << 20);
+  connection.send(text("dropped"));
   connection.close(1013, "", true);
   await nextTask();
   // frames() fails unless the bytes start with the 101 answer.
@@ -442,7 +528,7 @@ Deno.test("a socket error ends with cause error, once", async () => {
   const { socket, connection, handler } = open();
   socket.destroy(new Error("connection reset"));
   assert.equal(await handler.closed(), "error");
-  assert.equal(connection.send(text("x"), 1 << 20), "closed");
+  assert.equal(connection.send(text("x")), "closed");
   connection.close(1000, "");
   connection.tick(10_000);
   await nextTask();
@@ -453,7 +539,7 @@ Deno.test("a failed write ends the connection with cause error", async () => {
   const { socket, connection, handler } = open();
   socket.holdWrites = true;
   await nextTask();
-  connection.send(text("queued behind the failing write"), 1 << 20);
+  connection.send(text("queued behind the failing write"));
   socket.release(new Error("EPIPE"));
   assert.equal(await handler.closed(), "error");
 });
@@ -462,7 +548,7 @@ Deno.test("bytes the peer sent with its handshake are parsed after onOpen", asyn
   const head = concat([clientFrame(Opcode.TEXT, "early"), clientFrame(Opcode.PING, "p")]);
   const socket = new FakeSocket();
   const handler = new Recorder();
-  const connection = new WebSocketConnection(socket, OPTIONS, GREETING, head, () => {});
+  const connection = new WebSocketConnection(socket, OPTIONS, GREETING, head, new Pool());
   await nextTask();
   assert.deepEqual(handler.log, [], "nothing before start");
   connection.start(handler);

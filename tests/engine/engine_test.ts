@@ -44,6 +44,10 @@ async function serve(options: Partial<ConnectionOptions> = {}, protocol?: string
     maxMessageBytes: 1 << 16,
     idleTimeoutMs: 0,
     closeTimeoutMs: 2000,
+    sendBufferBytes: 1 << 20,
+    sendBufferMaxBytes: 4 << 20,
+    sendTimeoutMs: 0,
+    maxBufferedBytes: 0,
     ...options,
   });
   const connections: WebSocketConnection[] = [];
@@ -58,7 +62,7 @@ async function serve(options: Partial<ConnectionOptions> = {}, protocol?: string
       onOpen() {},
       onMessage(data) {
         if (data === "close") connection.close(4000, "asked to");
-        else connection.send(Outbound.of(data), 1 << 20);
+        else connection.send(Outbound.of(data));
       },
       onClose(cause) {
         if (waiting) waiting(cause);

@@ -81,8 +81,10 @@ Deno.test("a message over max_message_bytes closes the runtime connection with 1
   assert.equal(await disconnected, "too_large");
 });
 
-Deno.test("a message that would pass send_buffer_bytes closes the runtime connection with 1013", async () => {
-  await using served = await servedRelay({ websocket: { send_buffer_bytes: 1000 } });
+Deno.test("a message that would pass send_buffer_max_bytes closes the runtime connection with 1013", async () => {
+  await using served = await servedRelay({
+    websocket: { send_buffer_bytes: 1000, send_buffer_max_bytes: 1000 },
+  });
   const client = await connect(served);
   // Many frames within the budget, one task after another: the budget is
   // rechecked against what the socket really holds, so none is refused.
@@ -147,7 +149,14 @@ class Recorder implements ConnectionHandler {
 function serveRuntime(use: (connection: RuntimeConnection) => void) {
   return Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (request) => {
     const { socket, response } = Deno.upgradeWebSocket(request);
-    use(new RuntimeConnection(socket, 1000));
+    use(
+      new RuntimeConnection(socket, {
+        maxMessageBytes: 1000,
+        sendBufferBytes: 1 << 20,
+        sendBufferMaxBytes: 1 << 20,
+        sendTimeoutMs: 0,
+      }),
+    );
     return response;
   });
 }
@@ -160,7 +169,7 @@ Deno.test("a close before the runtime handshake completes is sent once it does, 
     c.start(handler);
     c.close(4000, "not now");
     c.close(4001, "the first close wins");
-    assert.equal(c.send(Outbound.of("too early"), 1 << 20), "closed");
+    assert.equal(c.send(Outbound.of("too early")), "closed");
   });
   const client = await within(
     TestClient.open(`ws://127.0.0.1:${server.addr.port}/`),
@@ -172,7 +181,7 @@ Deno.test("a close before the runtime handshake completes is sent once it does, 
   assert.equal(event.reason, "not now");
   assert.equal(await within(handler.closed.promise, 5000, "onClose"), "server");
   assert.deepEqual(handler.log, ["close server"]);
-  assert.equal(connection!.send(Outbound.of("too late"), 1 << 20), "closed");
+  assert.equal(connection!.send(Outbound.of("too late")), "closed");
 });
 
 Deno.test("messages arriving after a server close are not delivered", async () => {
