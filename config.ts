@@ -175,6 +175,15 @@ const crossChecked = configSchema.superRefine((config, ctx) => {
         "must be 1 with broker.type: redis; run one process per core with server.reuse_port instead",
     });
   }
+  // In raw mode the page's subscribe and publish frames would be relayed as
+  // they are: it would show "connected" and every message would vanish.
+  if (config.server.serve_example && config.websocket.protocol !== "json") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["server", "serve_example"],
+      message: "needs websocket.protocol: json (the example page speaks the channel protocol)",
+    });
+  }
 });
 
 /** The validated configuration; every key has a value. Durations stay Go strings. */

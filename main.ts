@@ -15,6 +15,16 @@ import { VERSION } from "./version.ts";
 
 const DEFAULT_CONFIG_FILE = "config.yaml";
 
+/**
+ * How long after the first signal another one is the same request. One Ctrl-C
+ * under `deno task run` arrives twice: the terminal sends it to the whole
+ * process group and the task runner forwards its own copy, about 1 ms apart.
+ * A second deliberate Ctrl-C comes after the operator has read "shutting
+ * down", which takes longer than a second; the margin above a millisecond
+ * covers a loaded machine where the forwarded copy is late.
+ */
+const SAME_REQUEST_MS = 1000;
+
 /** Runs the relay until SIGINT or SIGTERM; resolves with the exit code. */
 export async function main(args: string[]): Promise<number> {
   let flags;
@@ -65,24 +75,46 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  const onSignal = () => {
-    if (signalled) {
+  let signalled = false;
+  let sameRequest = false;
+  const window = `${SAME_REQUEST_MS / 1000}s`;
+  const onSignal = (signal: Deno.Signal) => {
+    if (!signalled) {
+      signalled = sameRequest = true;
+      log.info("{signal} received; a signal after {window} exits without waiting for clients", {
+        signal,
+        window,
+      });
+      const timer = setTimeout(() => {
+        sameRequest = false;
+        log.debug("{window} since the first signal: the next one exits without waiting", {
+          window,
+        });
+      }, SAME_REQUEST_MS);
+      Deno.unrefTimer(timer);
+      relay.shutdown();
+    } else if (sameRequest) {
+      log.debug("{signal} within {window} of the first: the same request", { signal, window });
+    } else {
       log.warning("second signal: exiting without waiting for clients");
       Deno.exit(1);
     }
-    signalled = true;
-    relay.shutdown();
   };
-  let signalled = false;
-  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  for (const signal of signals) Deno.addSignalListener(signal, onSignal);
+  const signals = new Map<Deno.Signal, () => void>(
+    (["SIGINT", "SIGTERM"] as const).map((signal) => [signal, () => onSignal(signal)]),
+  );
+  for (const [signal, listener] of signals) Deno.addSignalListener(signal, listener);
   // Last, so that whoever waits for this line may signal the relay.
   log.info("running: {deployment}", {
     deployment: describeDeployment(config, [...env.applied.values()]),
   });
   // A worker crash ends the relay with an error after draining the rest.
   const code = await relay.finished.then(() => 0, () => 1);
-  for (const signal of signals) Deno.removeSignalListener(signal, onSignal);
+  // After a signal the listeners stay until the process exits: without them a
+  // late copy of that signal would end it with the default action (code 130).
+  if (!signalled) {
+    for (const [signal, listener] of signals) Deno.removeSignalListener(signal, listener);
+  }
   return code;
 }
 

@@ -28,6 +28,7 @@ export {
 export {
   type ChannelMessage,
   type ConnectionState,
+  type Position,
   ReconnectingClient,
   type ReconnectingClientOptions,
 } from "./reconnecting_client.ts";

@@ -85,12 +85,18 @@ export interface ReconnectingClientOptions {
   clock?: Clock;
 }
 
-/** Where a channel's stream stands, so a resubscribe asks for exactly what is missing. */
-interface Position {
-  /** The last `seq` handed to the application, or `undefined` before the first `subscribed`. */
-  seq?: number;
-  epoch?: string;
+/**
+ * Where a channel's stream stands: the last `seq` handed to the application
+ * (or, before any message, the `seq` the relay reported on subscribing) and
+ * the `epoch` it belongs to. A resubscribe asks for exactly what came after.
+ */
+export interface Position {
+  seq: number;
+  epoch: string;
 }
+
+/** A {@link Position}, or nothing before the first `subscribed` without a starting one. */
+type PartialPosition = Partial<Position>;
 
 const GLOBAL_CLOCK: Clock = {
   setTimeout: (callback, ms) => setTimeout(callback, ms),
@@ -103,7 +109,7 @@ export class ReconnectingClient {
   readonly url: string;
   readonly #options: ReconnectingClientOptions;
   readonly #clock: Clock;
-  readonly #channels = new Map<string, Position>();
+  readonly #channels = new Map<string, PartialPosition>();
   #socket: WebSocket | undefined;
   #state: ConnectionState = "disconnected";
   /** Failed attempts since the last open; 0 while connected. */
@@ -127,12 +133,26 @@ export class ReconnectingClient {
 
   /**
    * Subscribes to `channel` now if connected, and after every reconnect,
-   * asking for what was missed.
+   * asking for what was missed. `from` is where an earlier client stopped
+   * (its {@link position}, kept by a page across a reload, say): the relay
+   * replays what came after it, or answers `recovered: false` (and
+   * {@link ReconnectingClientOptions.onResync} fires) when it cannot.
+   * Without it the stream starts now.
    */
-  subscribe(channel: string): void {
+  subscribe(channel: string, from?: Position): void {
     if (this.#channels.has(channel)) return;
-    this.#channels.set(channel, {});
+    this.#channels.set(channel, from === undefined ? {} : { seq: from.seq, epoch: from.epoch });
     if (this.#state === "connected") this.#sendSubscribe(channel);
+  }
+
+  /**
+   * Where `channel`'s stream stands, to hand to {@link subscribe} later;
+   * `undefined` when not subscribed or before the relay's first answer.
+   */
+  position(channel: string): Position | undefined {
+    const position = this.#channels.get(channel);
+    if (position?.seq === undefined || position.epoch === undefined) return undefined;
+    return { seq: position.seq, epoch: position.epoch };
   }
 
   /** Stops receiving `channel`. */

@@ -409,7 +409,16 @@ export class WebSocketConnection implements Connection, ParserSink {
    */
   #hangUp(): void {
     this.#hungUp = true;
-    if (this.#writingBytes === 0 && this.#queue.length === 0) this.#socket.end();
+    if (this.#writingBytes === 0 && this.#queue.length === 0) this.#endTcp();
+  }
+
+  /**
+   * Sends our FIN after everything written. The socket closes when the
+   * peer's FIN arrives, or is reset at the close deadline: destroying it at
+   * once would reset a peer still sending and could cost it our close frame.
+   */
+  #endTcp(): void {
+    this.#socket.end();
   }
 
   #writeQueue(): void {
@@ -428,7 +437,7 @@ export class WebSocketConnection implements Connection, ParserSink {
     this.#writingBytes = 0;
     if (error || this.#state === State.Closed) return;
     if (this.#queue.length > 0) this.#writeQueue();
-    else if (this.#hungUp) this.#socket.end();
+    else if (this.#hungUp) this.#endTcp();
   }
 
   #enqueue(frame: Uint8Array): void {

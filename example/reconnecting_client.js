@@ -29,12 +29,31 @@ var ReconnectingClient = class {
   }
   /**
    * Subscribes to `channel` now if connected, and after every reconnect,
-   * asking for what was missed.
+   * asking for what was missed. `from` is where an earlier client stopped
+   * (its {@link position}, kept by a page across a reload, say): the relay
+   * replays what came after it, or answers `recovered: false` (and
+   * {@link ReconnectingClientOptions.onResync} fires) when it cannot.
+   * Without it the stream starts now.
    */
-  subscribe(channel) {
+  subscribe(channel, from) {
     if (this.#channels.has(channel)) return;
-    this.#channels.set(channel, {});
+    this.#channels.set(channel, from === void 0 ? {} : {
+      seq: from.seq,
+      epoch: from.epoch
+    });
     if (this.#state === "connected") this.#sendSubscribe(channel);
+  }
+  /**
+   * Where `channel`'s stream stands, to hand to {@link subscribe} later;
+   * `undefined` when not subscribed or before the relay's first answer.
+   */
+  position(channel) {
+    const position = this.#channels.get(channel);
+    if (position?.seq === void 0 || position.epoch === void 0) return void 0;
+    return {
+      seq: position.seq,
+      epoch: position.epoch
+    };
   }
   /** Stops receiving `channel`. */
   unsubscribe(channel) {

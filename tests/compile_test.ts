@@ -16,6 +16,14 @@ Deno.test("the compile task bakes in exactly the runtime flags the process tests
   }
 });
 
+Deno.test("the run task and the README's deno run line carry exactly those runtime flags", async () => {
+  const line = `deno run ${RELAY_RUNTIME_FLAGS.join(" ")} main.ts -config-file config.yaml`;
+  const { tasks } = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  assert.equal(tasks.run, line);
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  assert.ok(readme.split("\n").includes(line), `README lacks: ${line}`);
+});
+
 Deno.test("main.ts under those flags: connect, broadcast, two workers, shutdown", async () => {
   // The same run the binary makes, from an unrelated directory so no deno.json helps.
   await withConfig(

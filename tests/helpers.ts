@@ -5,7 +5,6 @@
  *
  * @module
  */
-import assert from "node:assert/strict";
 import { type Config, DEFAULT_CONFIG } from "../config.ts";
 import type { Hub } from "../hub.ts";
 import { type Relay, startRelay } from "../server.ts";
@@ -212,6 +211,28 @@ export async function commandWorks(
   }
 }
 
+/** A self-signed certificate for 127.0.0.1, made for this test run. */
+export async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
+  const cert = `${dir}/cert.pem`;
+  const key = `${dir}/key.pem`;
+  const { success, stderr } = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+      ...["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+      ...[
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+      ],
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!success) throw new Error(`openssl req failed: ${new TextDecoder().decode(stderr)}`);
+  return { cert, key };
+}
+
 /** A TCP proxy on loopback whose connections can be cut, to drop a network path on demand. */
 export class CuttableProxy implements AsyncDisposable {
   readonly port: number;
@@ -295,26 +316,4 @@ export async function within<T>(promise: Promise<T>, what: string, ms = 5000): P
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** A self-signed certificate for 127.0.0.1 made with `openssl` in `dir`, for this test run. */
-export async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
-  const cert = `${dir}/cert.pem`;
-  const key = `${dir}/key.pem`;
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args: [
-      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
-      ...["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
-      ...[
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-      ],
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(success, new TextDecoder().decode(stderr));
-  return { cert, key };
 }

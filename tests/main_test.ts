@@ -4,6 +4,7 @@ import { parseFlags } from "../cli.ts";
 import { VERSION } from "../version.ts";
 import { KUBERNETES_SERVICE_LINKS, TestClient } from "./helpers.ts";
 import { RelayProcess, runRelay, withConfig } from "./process.ts";
+import { Opcode, RawWebSocket } from "./raw_ws.ts";
 
 const LOOPBACK = "server:\n  host: 127.0.0.1\n  port: 0\nmetrics:\n  host: 127.0.0.1\n  port: 0\n";
 
@@ -181,6 +182,19 @@ Deno.test("relay with a bad config exits 2 naming file, line and column", async 
   });
 });
 
+Deno.test("relay refuses server.serve_example in raw mode, with -check too: exit 2, one line", async () => {
+  for (const extra of [[], ["-check"]]) {
+    const { code, stderr } = await runRelay(["-config-file", "/dev/null", ...extra], {
+      env: { RELAY_SERVER_SERVE_EXAMPLE: "true" },
+    });
+    assert.equal(code, 2, extra.join(" "));
+    assert.equal(
+      stderr,
+      "relay: environment RELAY_SERVER_SERVE_EXAMPLE: server.serve_example: needs websocket.protocol: json (the example page speaks the channel protocol), got true\n",
+    );
+  }
+});
+
 Deno.test("relay with a missing explicit config file exits 2", async () => {
   const { code, stderr } = await runRelay(["-config-file", "/nonexistent/relay.yaml"]);
   assert.equal(code, 2);
@@ -347,6 +361,75 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     });
   });
 }
+
+Deno.test("one Ctrl-C under deno task run (SIGINT to the process group) shuts down cleanly, exit 0", async () => {
+  const { relay, url } = await RelayProcess.start([], {
+    task: true,
+    env: {
+      RELAY_SERVER_HOST: "127.0.0.1",
+      RELAY_SERVER_PORT: "0",
+      RELAY_METRICS_ENABLED: "false",
+      RELAY_LOG_LEVEL: "debug",
+    },
+  });
+  await using _ = relay;
+  const client = await TestClient.open(url);
+  await relay.waitFor(/connect /);
+  relay.signalGroup("SIGINT");
+  assert.equal((await client.closed).code, 1001);
+  assert.equal(await relay.exit(), 0, relay.stderr);
+  assert.doesNotMatch(relay.stderr, /second signal/);
+});
+
+/**
+ * A relay whose shutdown waits on a client that has not answered the close:
+ * a raw socket that reads nothing until told to, with `shutdown_timeout` and
+ * `websocket.close_timeout` at 1h so the wait outlasts the test's second
+ * signal.
+ */
+async function withHeldShutdown(
+  body: (relay: RelayProcess, socket: RawWebSocket) => Promise<void>,
+): Promise<void> {
+  const yaml = LOOPBACK.replace("port: 0\n", "port: 0\n  shutdown_timeout: 1h\n") +
+    "websocket:\n  close_timeout: 1h\nlog:\n  level: debug\n";
+  await withConfig(yaml, async (dir) => {
+    const { relay, url } = await RelayProcess.start(["-config-file", `${dir}/config.yaml`]);
+    await using _ = relay;
+    const { hostname, port } = new URL(url);
+    using conn = await Deno.connect({ hostname, port: Number(port) });
+    const socket = await RawWebSocket.handshake(conn);
+    await relay.waitFor(/connect /);
+    await body(relay, socket);
+  });
+}
+
+Deno.test("a second signal within 1s of the first is the same request: shutdown goes on, exit 0", async () => {
+  await withHeldShutdown(async (relay, socket) => {
+    relay.child.kill("SIGTERM");
+    await relay.waitFor(/SIGTERM received/);
+    // Sent as soon as the first is seen: well inside the 1 s window.
+    relay.child.kill("SIGINT");
+    await relay.waitFor(/SIGINT within 1s of the first: the same request/);
+    assert.equal(await socket.readCloseCode(), 1001);
+    await socket.send(Opcode.CLOSE, new Uint8Array([0x03, 0xe8])); // 1000
+    // As a client does once the server has ended the TCP connection.
+    await socket.readToEnd();
+    await socket.conn.closeWrite();
+    assert.equal(await relay.exit(), 0, relay.stderr);
+    assert.doesNotMatch(relay.stderr, /second signal/);
+  });
+});
+
+Deno.test("a second signal after the first's 1s window exits 1 without waiting for clients", async () => {
+  await withHeldShutdown(async (relay) => {
+    relay.child.kill("SIGTERM");
+    await relay.waitFor(/shutting down: closing 1 client\b/);
+    await relay.waitFor(/1s since the first signal: the next one exits without waiting/);
+    relay.child.kill("SIGTERM");
+    assert.equal(await relay.exit(), 1, relay.stderr);
+    assert.match(relay.stderr, /second signal: exiting without waiting for clients/);
+  });
+});
 
 Deno.test("relay with server.workers: 2 runs under its runtime flags and exits 0 on SIGTERM", async () => {
   await withConfig(LOOPBACK, async (dir) => {

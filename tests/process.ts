@@ -1,12 +1,27 @@
 /**
  * Runs `main.ts` as a real child process, the way an operator runs the
- * relay, and reads what it prints.
+ * relay, and reads what it prints; other long-running tools (a proxy in
+ * front of the relay) run as {@link WatchedProcess}es alike.
  *
  * @module
  */
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const ROOT = new URL("../", import.meta.url).pathname;
+
+/** How to start the relay. */
+export interface StartOptions {
+  cwd?: string;
+  env?: Record<string, string>;
+  /**
+   * Start it as an operator at a terminal does: `deno task run` from the
+   * checkout (its `config.yaml`; `cwd` is ignored), in a process group of
+   * its own, so {@link RelayProcess.signalGroup} reaches the task runner and
+   * the relay alike, as a Ctrl-C does.
+   */
+  task?: boolean;
+}
 
 /** What a finished run printed and returned. */
 export interface RunOutput {
@@ -29,47 +44,86 @@ export async function runRelay(
   };
 }
 
-/** A relay process that keeps running until signalled. */
-export class RelayProcess implements AsyncDisposable {
+/**
+ * A child process that keeps running until signalled, whose stderr can be
+ * awaited for a pattern (a readiness line, a log line); killed when disposed.
+ */
+export class WatchedProcess implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
-  /** Everything the relay wrote to stderr so far. */
+  /** Everything the process wrote to stderr so far. */
   stderr = "";
+  readonly #name: string;
+  readonly #group: boolean;
   #reader: ReadableStreamDefaultReader<string>;
+  #read: Promise<ReadableStreamReadResult<string>> | undefined;
 
-  private constructor(child: Deno.ChildProcess) {
+  protected constructor(name: string, child: Deno.ChildProcess, group: boolean) {
+    this.#name = name;
     this.child = child;
+    this.#group = group;
     this.#reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   }
 
-  /** Starts the relay and resolves once it logs its WebSocket URL and that it is running. */
-  static async start(
+  /**
+   * Starts `name args` with stderr piped. `group`: in a process group of its
+   * own (setsid), as a shell job is, for {@link signalGroup}.
+   */
+  static spawn(
+    name: string,
     args: string[],
-    options: { cwd?: string; env?: Record<string, string> } = {},
-  ): Promise<{ relay: RelayProcess; url: string }> {
-    const relay = new RelayProcess(
-      command(args, { ...options, stdout: "null", stderr: "piped" }).spawn(),
-    );
-    const match = await relay.waitFor(/listening on (wss?:\/\/[^\s"]+\/)/);
-    // Logged once main.ts handles SIGINT and SIGTERM: a signal sent earlier would kill it outright.
-    await relay.waitFor(/running: /);
-    return { relay, url: match[1] };
+    options: { cwd?: string; env?: Record<string, string>; group?: boolean } = {},
+  ): WatchedProcess {
+    const { cwd, env = {}, group = false } = options;
+    const child = new Deno.Command(name, {
+      args,
+      cwd,
+      env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      detached: group,
+    }).spawn();
+    return new WatchedProcess(name, child, group);
   }
 
   /** Reads stderr until `pattern` matches; throws if the process ends first. */
-  async waitFor(pattern: RegExp): Promise<RegExpMatchArray> {
+  async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
     while (true) {
       const match = this.stderr.match(pattern);
       if (match) return match;
-      const { value, done } = await this.#reader.read();
-      if (done) throw new Error(`relay ended without printing ${pattern}:\n${this.stderr}`);
-      this.stderr += value;
+      // A read that outlives the deadline is kept for the next call, never lost.
+      this.#read ??= this.#reader.read();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const expired = new Promise<"expired">((resolve) => {
+        timer = setTimeout(() => resolve("expired"), Math.max(0, deadline - Date.now()));
+      });
+      const result = await Promise.race([this.#read, expired]);
+      clearTimeout(timer);
+      if (result === "expired") {
+        throw new Error(
+          `${this.#name} did not print ${pattern} within ${timeoutMs} ms:\n${this.stderr}`,
+        );
+      }
+      this.#read = undefined;
+      if (result.done) {
+        throw new Error(`${this.#name} ended without printing ${pattern}:\n${this.stderr}`);
+      }
+      this.stderr += result.value;
     }
+  }
+
+  /** Sends `signal` to the whole process group (started in one), as a Ctrl-C does. */
+  signalGroup(signal: Deno.Signal): void {
+    if (!this.#group) throw new Error(`${this.#name} was not started in a process group`);
+    Deno.kill(-this.child.pid, signal);
   }
 
   /** Reads the rest of stderr and the exit code. */
   async exit(): Promise<number> {
     while (true) {
-      const { value, done } = await this.#reader.read();
+      const { value, done } = await (this.#read ?? this.#reader.read());
+      this.#read = undefined;
       if (done) break;
       this.stderr += value;
     }
@@ -78,11 +132,41 @@ export class RelayProcess implements AsyncDisposable {
 
   async [Symbol.asyncDispose](): Promise<void> {
     try {
-      this.child.kill("SIGKILL");
+      // The group too: killing only a task runner would orphan the relay under it.
+      if (this.#group) Deno.kill(-this.child.pid, "SIGKILL");
+      else this.child.kill("SIGKILL");
     } catch {
       // Already exited.
     }
     await this.exit();
+  }
+}
+
+/** A relay process that keeps running until signalled. */
+export class RelayProcess extends WatchedProcess {
+  /** Starts the relay and resolves once it logs its WebSocket URL and that it is running. */
+  static async start(
+    args: string[],
+    options: StartOptions = {},
+  ): Promise<{ relay: RelayProcess; url: string }> {
+    const { task = false } = options;
+    const child = task
+      ? new Deno.Command(Deno.execPath(), {
+        args: ["task", "run", ...args],
+        cwd: ROOT,
+        env: { NO_COLOR: "1", ...options.env },
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+        // setsid: the task runner leads a new process group, as a shell job does.
+        detached: true,
+      }).spawn()
+      : command(args, { ...options, stdout: "null", stderr: "piped" }).spawn();
+    const relay = new RelayProcess("relay", child, task);
+    const match = await relay.waitFor(/listening on (wss?:\/\/[^\s"]+\/)/);
+    // Logged once main.ts handles SIGINT and SIGTERM: a signal sent earlier would kill it outright.
+    await relay.waitFor(/running: /);
+    return { relay, url: match[1] };
   }
 }
 

@@ -170,6 +170,41 @@ Deno.test("ReconnectingClient learns recovered: false when the relay restarted a
   );
 });
 
+Deno.test("ReconnectingClient subscribed from a saved position gets what came after it, as a reloaded page does", async () => {
+  await using relay = await startTestRelay({ websocket: { protocol: "json" } });
+  const first = recorder(relay.url);
+  assert.equal(first.client.position("numbers"), undefined);
+  first.client.subscribe("numbers");
+  await first.subscribed.next.promise;
+  for (let n = 1; n <= 3; n++) await relay.hub.publish("numbers", n);
+  await first.until(3);
+  const saved = first.client.position("numbers")!;
+  assert.equal(saved.seq, 3);
+  first.client.close();
+
+  // Published while no client was there, as during a reload.
+  for (let n = 4; n <= 6; n++) await relay.hub.publish("numbers", n);
+  const second = recorder(relay.url);
+  second.client.subscribe("numbers", saved);
+  assert.equal(await second.subscribed.next.promise, true);
+  await second.until(3);
+  assert.deepEqual(second.seen, [4, 5, 6]);
+  assert.deepEqual(second.client.position("numbers"), { seq: 6, epoch: saved.epoch });
+  assert.deepEqual(second.resyncs, []);
+
+  // A position from an earlier run of the relay cannot be replayed: resync, then from now on.
+  const third = recorder(relay.url);
+  third.client.subscribe("numbers", { seq: 2, epoch: "an-older-run" });
+  assert.equal(await third.subscribed.next.promise, false);
+  assert.deepEqual(third.resyncs, ["numbers"]);
+  assert.deepEqual(third.client.position("numbers"), { seq: 6, epoch: saved.epoch });
+  await relay.hub.publish("numbers", 7);
+  await Promise.all([second.until(4), third.until(1)]);
+  assert.deepEqual(third.seen, [7]);
+  second.client.close();
+  third.client.close();
+});
+
 Deno.test("ReconnectingClient: unsubscribe stops a channel, errors reach onError, close() stops for good", async () => {
   await using relay = await startTestRelay({ websocket: { protocol: "json" } });
   const errors: string[] = [];

@@ -361,7 +361,7 @@ Deno.test("a peer's empty close is answered with an empty close", async () => {
   assert.equal(await finish(socket, handler), "client_close");
 });
 
-Deno.test("a peer that closes and never closes its TCP side is destroyed by the deadline", async () => {
+Deno.test("a peer that closes and never closes its TCP side is reset by the deadline", async () => {
   const { socket, connection, handler } = open({ closeTimeoutMs: 500 });
   socket.receive(clientFrame(Opcode.CLOSE, closePayload(1000)));
   await nextTask();
