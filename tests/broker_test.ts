@@ -1,14 +1,25 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
-import { type ConfigPatch, freePort, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import {
+  bounded,
+  type ConfigPatch,
+  freePort,
+  scrape,
+  startTestRelay,
+  TestClient,
+} from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
 
 /** Resolves once the relay's broker is `up` (or down), now or later. */
-function brokerState(relay: Relay, up: boolean): Promise<void> {
+function brokerState(relay: Relay, up: boolean): PromiseLike<void> {
   if ((relay.hub.stats.broker?.up === 1) === up) return Promise.resolve();
+  return bounded(brokerEvent(relay, up), `the broker to be ${up ? "up" : "down"}`);
+}
+
+function brokerEvent(relay: Relay, up: boolean): Promise<void> {
   return new Promise((resolve) => {
     const listener = (event: Event) => {
       if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;

@@ -17,7 +17,7 @@
 import assert from "node:assert/strict";
 import type { Config } from "../config.ts";
 import type { Relay } from "../server.ts";
-import { connectRaw, nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { connectRaw, nextEvent, scrape, startTestRelay, TestClient, within } from "./helpers.ts";
 import {
   acceptFor,
   type Close,
@@ -121,38 +121,23 @@ function describe(frame: Pick<FrameSpec, "opcode" | "payload"> | Frame | undefin
   return line;
 }
 
-/** Bounds a wait that is not a raw socket read (those have their own deadline). */
-async function within<T>(promise: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /**
  * Runs `body` on a fresh raw client, then waits until the relay has let the
  * client go, so the next case starts on a relay with no one else in the room.
  */
 async function withClient(relay: Relay, body: (ws: RawWebSocket) => Promise<void>): Promise<void> {
-  const ws = await within(connectRaw(relay), "the upgrade");
+  const ws = await within(connectRaw(relay), "the upgrade", WAIT_MS);
   ws.timeoutMs = WAIT_MS;
   const left = nextEvent(relay.hub, "disconnect");
   try {
     await body(ws);
   } catch (error) {
     ws[Symbol.dispose]();
-    await within(left, "the relay to drop the client").catch(() => {});
+    await within(left, "the relay to drop the client", WAIT_MS).catch(() => {});
     throw error;
   }
   ws[Symbol.dispose]();
-  await within(left, "the relay to drop the client");
+  await within(left, "the relay to drop the client", WAIT_MS);
 }
 
 /** Steps of `t` whose body runs on its own raw client of `relay` (see {@link withClient}). */
@@ -243,7 +228,9 @@ async function upgradeOutcome(relay: Relay, request: UpgradeRequest): Promise<Up
   let response: UpgradeResponse;
   try {
     ({ response } = await requestUpgrade(conn, request));
-    if (response.status === 101) await within(registered, "the hub to register the client");
+    if (response.status === 101) {
+      await within(registered, "the hub to register the client", WAIT_MS);
+    }
   } finally {
     try {
       conn.close();
@@ -251,7 +238,7 @@ async function upgradeOutcome(relay: Relay, request: UpgradeRequest): Promise<Up
       // Closed already by a timed-out read.
     }
   }
-  if (response.status === 101) await within(left, "the relay to drop the client");
+  if (response.status === 101) await within(left, "the relay to drop the client", WAIT_MS);
   return response;
 }
 
@@ -940,8 +927,8 @@ Deno.test("a client that stops reading is evicted and its TCP connection release
   await using relay = await startTestRelay({
     websocket: websocketWith({ send_buffer_bytes: 65536, echo: false }),
   });
-  using flooder = await within(connectRaw(relay), "the flooder to connect");
-  using stalled = await within(connectRaw(relay), "the stalled client to connect");
+  using flooder = await within(connectRaw(relay), "the flooder to connect", WAIT_MS);
+  using stalled = await within(connectRaw(relay), "the stalled client to connect", WAIT_MS);
   const evicted = nextEvent(relay.hub, "disconnect");
   let gone = false;
   evicted.then(() => gone = true);
@@ -954,7 +941,7 @@ Deno.test("a client that stops reading is evicted and its TCP connection release
     for (let i = 0; i < 2048 && !gone; i++) await flooder.write(frame);
   };
   await within(flood(), "the relay to take the flood", 10_000);
-  const { detail } = await within(evicted, "the stalled client to be evicted");
+  const { detail } = await within(evicted, "the stalled client to be evicted", WAIT_MS);
   assert.equal(detail.reason, "slow_consumer");
 
   // The stalled client never answers a close; the server must let go anyway.
@@ -975,7 +962,7 @@ Deno.test("shutdown sends 1001 and releases the TCP connection of a peer that ne
     server: { shutdown_timeout: "30s" },
     websocket: websocketWith(),
   });
-  using ws = await within(connectRaw(relay), "the upgrade");
+  using ws = await within(connectRaw(relay), "the upgrade", WAIT_MS);
   const shutdown = relay.shutdown();
   ws.timeoutMs = 4000; // close_timeout plus slack: far below shutdown_timeout
   const received = await ws.readClose();
@@ -983,22 +970,22 @@ Deno.test("shutdown sends 1001 and releases the TCP connection of a peer that ne
   assert.deepEqual(received.frames.map(describe), [], "before the close");
   assert.deepEqual((await ws.readToEnd()).map(describe), [], "after the close");
   // With its last client gone the relay need not wait out shutdown_timeout.
-  await within(shutdown, "the shutdown to finish");
+  await within(shutdown, "the shutdown to finish", WAIT_MS);
 });
 
 Deno.test("idle_timeout disconnects a client that does not answer pings and keeps one that does", async () => {
   await using relay = await startTestRelay({ websocket: websocketWith({ idle_timeout: "1s" }) });
   // Connected first, so by the time the silent client is dropped this one
   // has been idle as long and has had its pings (Deno's client answers them).
-  const alive = await within(TestClient.connect(relay), "the answering client to connect");
-  using silent = await within(connectRaw(relay), "the silent client to connect");
+  const alive = await within(TestClient.connect(relay), "the answering client to connect", WAIT_MS);
+  using silent = await within(connectRaw(relay), "the silent client to connect", WAIT_MS);
   const gone = nextEvent(relay.hub, "disconnect");
   const first = await silent.read();
   assert.equal(first?.opcode, Opcode.PING, `expected a ping, got ${describe(first)}`);
-  const { detail } = await within(gone, "the silent client to be dropped");
+  const { detail } = await within(gone, "the silent client to be dropped", WAIT_MS);
   assert.equal(detail.reason, "idle_timeout");
   assert.equal(relay.hub.size, 1);
   alive.send("still here");
-  assert.equal(await within(alive.next(), "the answering client's echo"), "still here");
+  assert.equal(await within(alive.next(), "the answering client's echo", WAIT_MS), "still here");
   await alive.close();
 });

@@ -9,6 +9,9 @@ import { type Config, DEFAULT_CONFIG } from "../config.ts";
 import type { Hub } from "../hub.ts";
 import { type Relay, startRelay } from "../server.ts";
 import { RawWebSocket } from "./raw_ws.ts";
+import { bounded, WAIT_MS, within } from "./wait.ts";
+
+export { bounded, WAIT_MS, within };
 
 /** A partial config, merged key by key over the test defaults. */
 export type ConfigPatch = { [S in keyof Config]?: Partial<Config[S]> };
@@ -35,7 +38,7 @@ export function startTestRelay(patch: ConfigPatch = {}): Promise<Relay> {
 /** A WebSocket client whose messages and close can be awaited in order. */
 export class TestClient {
   readonly socket: WebSocket;
-  readonly closed: Promise<CloseEvent>;
+  readonly #closed: Promise<CloseEvent>;
   #messages: (string | ArrayBuffer)[] = [];
   #waiting: PromiseWithResolvers<string | ArrayBuffer> | undefined;
   #closeEvent: CloseEvent | undefined;
@@ -43,7 +46,7 @@ export class TestClient {
   private constructor(socket: WebSocket) {
     this.socket = socket;
     socket.binaryType = "arraybuffer";
-    this.closed = new Promise((resolve) =>
+    this.#closed = new Promise((resolve) =>
       socket.addEventListener("close", (event) => {
         this.#closeEvent = event;
         this.#waiting?.reject(new Error(`closed with code ${event.code} while waiting`));
@@ -80,23 +83,37 @@ export class TestClient {
    */
   static wrap(socket: WebSocket): Promise<TestClient> {
     const client = new TestClient(socket);
-    return new Promise((resolve, reject) => {
-      socket.addEventListener("open", () => resolve(client), { once: true });
-      socket.addEventListener("error", (e) => reject(new Error((e as ErrorEvent).message)), {
-        once: true,
-      });
-    });
+    return within(
+      new Promise((resolve, reject) => {
+        socket.addEventListener("open", () => resolve(client), { once: true });
+        socket.addEventListener("error", (e) => reject(new Error((e as ErrorEvent).message)), {
+          once: true,
+        });
+      }),
+      `opening ${socket.url}`,
+      WAIT_MS,
+    );
   }
 
-  /** The next message, in arrival order; rejects if the socket closes first. */
-  next(): Promise<string | ArrayBuffer> {
+  /**
+   * The next message, in arrival order; rejects if the socket closes first or
+   * nothing arrives within `ms`.
+   */
+  next(ms = WAIT_MS): Promise<string | ArrayBuffer> {
     const queued = this.#messages.shift();
     if (queued !== undefined) return Promise.resolve(queued);
     if (this.#closeEvent) {
       return Promise.reject(new Error(`closed with code ${this.#closeEvent.code}`));
     }
     this.#waiting = Promise.withResolvers();
-    return this.#waiting.promise;
+    return within(this.#waiting.promise, "the next message", ms).finally(() => {
+      this.#waiting = undefined;
+    });
+  }
+
+  /** The close event; fails the wait if the socket is still open {@link WAIT_MS} after this is awaited. */
+  get closed(): PromiseLike<CloseEvent> {
+    return bounded(this.#closed, "the socket to close");
   }
 
   /** Messages received and not yet taken with {@link next}. */
@@ -115,15 +132,26 @@ export class TestClient {
   }
 }
 
-/** Resolves with the next `type` event the hub dispatches. */
-export function nextEvent(hub: Hub, type: "connect" | "disconnect"): Promise<CustomEvent> {
-  return new Promise((resolve) =>
-    hub.addEventListener(type, (event) => resolve(event as CustomEvent), { once: true })
+/** Resolves with the next `type` event the hub dispatches (bounded like {@link bounded}). */
+export function nextEvent(hub: Hub, type: "connect" | "disconnect"): PromiseLike<CustomEvent> {
+  return bounded(
+    new Promise((resolve) =>
+      hub.addEventListener(type, (event) => resolve(event as CustomEvent), { once: true })
+    ),
+    `the hub's next ${type} event`,
   );
 }
 
-/** Resolves once `count` `type` events have been dispatched from now on. */
-export function events(hub: Hub, type: "connect" | "disconnect", count: number): Promise<void> {
+/** Resolves once `count` `type` events have been dispatched from now on (bounded). */
+export function events(
+  hub: Hub,
+  type: "connect" | "disconnect",
+  count: number,
+): PromiseLike<void> {
+  return bounded(countEvents(hub, type, count), `${count} ${type} events`);
+}
+
+function countEvents(hub: Hub, type: "connect" | "disconnect", count: number): Promise<void> {
   return new Promise((resolve) => {
     let seen = 0;
     const listener = () => {
@@ -301,19 +329,3 @@ export const KUBERNETES_SERVICE_LINKS: Readonly<Record<string, string>> = {
   RELAY_PORT_8443_TCP_PORT: "8443",
   RELAY_PORT_8443_TCP_PROTO: "tcp",
 };
-
-/**
- * `promise`, or a rejection naming `what` once `ms` have passed without it
- * settling: a peer that never answers fails the test instead of hanging it.
- */
-export async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, expired]);
-  } finally {
-    clearTimeout(timer);
-  }
-}

@@ -5,7 +5,7 @@ import {
   ReconnectingClient,
   type ReconnectingClientOptions,
 } from "../reconnecting_client.ts";
-import { CuttableProxy, freePort, startTestRelay } from "./helpers.ts";
+import { CuttableProxy, freePort, startTestRelay, within } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 
 /** A clock whose timers run only when the test says so. */
@@ -55,7 +55,7 @@ Deno.test("ReconnectingClient backs off exponentially with jitter, capped, and g
     assert.equal(client.state, "disconnected");
     clock.fire();
   }
-  await gaveUp.promise;
+  await within(gaveUp.promise, "the client to give up");
   // random() = 0.5: three quarters of min(30 s, 1 s * 2^(n-1)).
   assert.deepEqual(clock.delays, [750, 1500, 3000, 6000, 12000, 22500, 22500]);
   assert.throws(() => client.send("x"), /ReconnectingClient is disconnected: cannot send/);
@@ -104,7 +104,7 @@ function recorder(url: string, options: ReconnectingClientOptions = {}) {
       if (seen.length >= count) return Promise.resolve();
       const { promise, resolve } = Promise.withResolvers<void>();
       waiting = { count, resolve };
-      return promise;
+      return within(promise, `${count} messages (${seen.length} so far)`);
     },
   };
 }
@@ -114,7 +114,7 @@ Deno.test("ReconnectingClient sees every message exactly once across network dro
   await using proxy = new CuttableProxy(relay.addr.port);
   const app = recorder(`ws://127.0.0.1:${proxy.port}/`);
   app.client.subscribe("numbers");
-  await app.subscribed.next.promise;
+  await within(app.subscribed.next.promise, "a subscribe answer");
   const total = 300;
   for (let n = 1; n <= total; n++) {
     await relay.hub.publish("numbers", n);
@@ -152,7 +152,7 @@ Deno.test("ReconnectingClient learns recovered: false when the relay restarted a
       let { relay, url } = await start();
       const app = recorder(url);
       app.client.subscribe("numbers");
-      await app.subscribed.next.promise;
+      await within(app.subscribed.next.promise, "a subscribe answer");
       for (let n = 1; n <= 5; n++) await publish(url, n);
       await app.until(5);
       const resubscribed = app.subscribed.next.promise;
@@ -160,7 +160,7 @@ Deno.test("ReconnectingClient learns recovered: false when the relay restarted a
       assert.equal(await relay.exit(), 0);
       ({ relay, url } = await start());
       await using _ = relay;
-      assert.equal(await resubscribed, false);
+      assert.equal(await within(resubscribed, "the resubscribe answer"), false);
       assert.deepEqual(await publish(url, 6), { messages: 1, delivered: 1 });
       await app.until(6);
       assert.deepEqual(app.resyncs, ["numbers"]);
@@ -175,7 +175,7 @@ Deno.test("ReconnectingClient subscribed from a saved position gets what came af
   const first = recorder(relay.url);
   assert.equal(first.client.position("numbers"), undefined);
   first.client.subscribe("numbers");
-  await first.subscribed.next.promise;
+  await within(first.subscribed.next.promise, "a subscribe answer");
   for (let n = 1; n <= 3; n++) await relay.hub.publish("numbers", n);
   await first.until(3);
   const saved = first.client.position("numbers")!;
@@ -186,7 +186,7 @@ Deno.test("ReconnectingClient subscribed from a saved position gets what came af
   for (let n = 4; n <= 6; n++) await relay.hub.publish("numbers", n);
   const second = recorder(relay.url);
   second.client.subscribe("numbers", saved);
-  assert.equal(await second.subscribed.next.promise, true);
+  assert.equal(await within(second.subscribed.next.promise, "a subscribe answer"), true);
   await second.until(3);
   assert.deepEqual(second.seen, [4, 5, 6]);
   assert.deepEqual(second.client.position("numbers"), { seq: 6, epoch: saved.epoch });
@@ -195,7 +195,7 @@ Deno.test("ReconnectingClient subscribed from a saved position gets what came af
   // A position from an earlier run of the relay cannot be replayed: resync, then from now on.
   const third = recorder(relay.url);
   third.client.subscribe("numbers", { seq: 2, epoch: "an-older-run" });
-  assert.equal(await third.subscribed.next.promise, false);
+  assert.equal(await within(third.subscribed.next.promise, "a subscribe answer"), false);
   assert.deepEqual(third.resyncs, ["numbers"]);
   assert.deepEqual(third.client.position("numbers"), { seq: 6, epoch: saved.epoch });
   await relay.hub.publish("numbers", 7);
@@ -215,9 +215,9 @@ Deno.test("ReconnectingClient: unsubscribe stops a channel, errors reach onError
   });
   app.client.subscribe("a");
   app.client.subscribe("a");
-  await app.subscribed.next.promise;
+  await within(app.subscribed.next.promise, "a subscribe answer");
   app.client.subscribe("b");
-  await app.subscribed.next.promise;
+  await within(app.subscribed.next.promise, "a subscribe answer");
   app.client.unsubscribe("a");
   app.client.unsubscribe("never");
   app.client.publish("b", 1);
@@ -236,6 +236,6 @@ Deno.test("ReconnectingClient: unsubscribe stops a channel, errors reach onError
   ]);
   assert.equal(app.client.state, "connected");
   app.client.close();
-  assert.equal(await disconnected.promise, 1000);
+  assert.equal(await within(disconnected.promise, "onDisconnect"), 1000);
   assert.equal(app.client.state, "disconnected");
 });

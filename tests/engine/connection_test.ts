@@ -27,8 +27,8 @@ import {
   nextTask,
   type ServerFrame,
   serverFrames,
-  within,
 } from "./wire.ts";
+import { within } from "../wait.ts";
 
 const GREETING = new TextEncoder().encode("HTTP/1.1 101 Switching Protocols\r\n\r\n");
 
@@ -99,7 +99,7 @@ class Recorder implements ConnectionHandler {
 
   /** The cause `onClose` reports, within a bound. */
   closed(): Promise<CloseCause> {
-    return within(this.#closed.promise, 2000, "onClose");
+    return within(this.#closed.promise, "onClose", 2000);
   }
 }
 

@@ -21,7 +21,8 @@ import { WebSocketEngine } from "../../engine/engine.ts";
 import { Opcode, Outbound } from "../../engine/frame.ts";
 import { acceptKey, checkHandshake, httpAnswer } from "../../engine/handshake.ts";
 import { RawWebSocket } from "../raw_ws.ts";
-import { clientFrame, closeOf, closePayload, concat, serverFrames, within } from "./wire.ts";
+import { clientFrame, closeOf, closePayload, concat, serverFrames } from "./wire.ts";
+import { within } from "../wait.ts";
 
 const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -79,7 +80,7 @@ async function serve(options: Partial<ConnectionOptions> = {}, protocol?: string
     nextClose() {
       const queued = closes.shift();
       if (queued !== undefined) return Promise.resolve(queued);
-      return within(new Promise((resolve) => waiting = resolve), 5000, "a connection to close");
+      return within(new Promise((resolve) => waiting = resolve), "a connection to close", 5000);
     },
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
@@ -112,7 +113,7 @@ async function upgrade(
       const head = new TextEncoder().encode(text.slice(0, end + 4)).length;
       return { conn, response: text.slice(0, end), rest: received.slice(head) };
     }
-    const n = await within(conn.read(buffer), 5000, "the handshake answer");
+    const n = await within(conn.read(buffer), "the handshake answer", 5000);
     if (n === null) return { conn, response: text, rest: new Uint8Array(0) };
     received = concat([received, buffer.subarray(0, n)]);
   }
@@ -126,7 +127,7 @@ async function readToEnd(
   const parts = [first];
   const buffer = new Uint8Array(65536);
   while (true) {
-    const n = await within(conn.read(buffer), 5000, "the server to end the connection").catch(
+    const n = await within(conn.read(buffer), "the server to end the connection", 5000).catch(
       (error) => {
         if (error instanceof Deno.errors.ConnectionReset) return null;
         throw error;
@@ -149,15 +150,15 @@ Deno.test("the engine answers the handshake, serves the connection, and counts i
   assert.equal(await served.nextClose(), "error", "the other peer vanished");
   assert.equal(served.engine.size, 1);
   await client.send(Opcode.TEXT, "echo ✓");
-  const echo = await within(client.read(), 5000, "the echo");
+  const echo = await within(client.read(), "the echo", 5000);
   assert.deepEqual(
     { opcode: echo?.opcode, payload: echo?.payload },
     { opcode: Opcode.TEXT, payload: new TextEncoder().encode("echo ✓") },
   );
   await client.send(Opcode.CLOSE, closePayload(1000));
-  assert.equal(await within(client.readCloseCode(), 5000, "the close answer"), 1000);
+  assert.equal(await within(client.readCloseCode(), "the close answer", 5000), 1000);
   assert.equal(
-    await within(client.read(), 5000, "the end"),
+    await within(client.read(), "the end", 5000),
     undefined,
     "the server ends the TCP connection",
   );
@@ -245,13 +246,13 @@ Deno.test("a peer that answers pings stays connected through the idle timeout", 
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: served.port });
   const client = await RawWebSocket.handshake(conn);
   for (let i = 0; i < 2; i++) {
-    const frame = await within(client.read(), 5000, `ping ${i}`);
+    const frame = await within(client.read(), `ping ${i}`, 5000);
     assert.equal(frame?.opcode, Opcode.PING);
     await client.send(Opcode.PONG, frame!.payload);
   }
   assert.equal(served.engine.size, 1);
   await client.send(Opcode.CLOSE, closePayload(1000));
-  assert.equal(await within(client.readCloseCode(), 5000, "the close answer"), 1000);
+  assert.equal(await within(client.readCloseCode(), "the close answer", 5000), 1000);
   conn.close();
   assert.equal(await served.nextClose(), "client_close");
   await served.close();

@@ -17,7 +17,7 @@ import { nextEvent, TestClient, testConfig } from "../helpers.ts";
 import { Opcode, RawWebSocket } from "../raw_ws.ts";
 import { createRelayHandler } from "../../server.ts";
 import type { DisconnectReason } from "../../stats.ts";
-import { within } from "./wire.ts";
+import { within } from "../wait.ts";
 
 /** The relay served from a program's own `Deno.serve`, as an embedding program would. */
 async function servedRelay(patch: ConfigPatch = {}) {
@@ -31,10 +31,10 @@ async function servedRelay(patch: ConfigPatch = {}) {
     port: server.addr.port,
     reasons,
     /** Resolves once the hub has registered a client. */
-    connected: () => within(nextEvent(relay.hub, "connect"), 5000, "a connection"),
+    connected: () => within(nextEvent(relay.hub, "connect"), "a connection", 5000),
     /** Resolves with the next disconnect's reason. */
     disconnected: async () => {
-      await within(nextEvent(relay.hub, "disconnect"), 5000, "a disconnect");
+      await within(nextEvent(relay.hub, "disconnect"), "a disconnect", 5000);
       return reasons.at(-1);
     },
     async [Symbol.asyncDispose]() {
@@ -47,7 +47,7 @@ async function servedRelay(patch: ConfigPatch = {}) {
 
 async function connect(served: Awaited<ReturnType<typeof servedRelay>>): Promise<TestClient> {
   const connected = served.connected();
-  const client = await within(TestClient.open(served.url), 5000, "the client to open");
+  const client = await within(TestClient.open(served.url), "the client to open", 5000);
   await connected;
   return client;
 }
@@ -57,13 +57,13 @@ Deno.test("createRelayHandler relays text and binary messages between runtime We
   const a = await connect(served);
   const b = await connect(served);
   a.send("héllo ✓");
-  assert.equal(await within(b.next(), 5000, "text at b"), "héllo ✓");
-  assert.equal(await within(a.next(), 5000, "the echo at a"), "héllo ✓");
+  assert.equal(await within(b.next(), "text at b", 5000), "héllo ✓");
+  assert.equal(await within(a.next(), "the echo at a", 5000), "héllo ✓");
   b.send(new Uint8Array([0, 1, 255]));
-  const binary = await within(a.next(), 5000, "binary at a");
+  const binary = await within(a.next(), "binary at a", 5000);
   assert.ok(binary instanceof ArrayBuffer, "binary arrives as an ArrayBuffer");
   assert.deepEqual([...new Uint8Array(binary)], [0, 1, 255]);
-  await within(b.next(), 5000, "the echo at b");
+  await within(b.next(), "the echo at b", 5000);
   const disconnected = served.disconnected();
   await a.close();
   assert.equal(await disconnected, "client_close");
@@ -74,10 +74,10 @@ Deno.test("a message over max_message_bytes closes the runtime connection with 1
   await using served = await servedRelay({ websocket: { max_message_bytes: 100 } });
   const client = await connect(served);
   client.send("x".repeat(100));
-  assert.equal(await within(client.next(), 5000, "the echo"), "x".repeat(100));
+  assert.equal(await within(client.next(), "the echo", 5000), "x".repeat(100));
   const disconnected = served.disconnected();
   client.send("é".repeat(51)); // 102 bytes, 51 characters
-  assert.equal((await within(client.closed, 5000, "the close")).code, 1009);
+  assert.equal((await within(client.closed, "the close", 5000)).code, 1009);
   assert.equal(await disconnected, "too_large");
 });
 
@@ -90,11 +90,11 @@ Deno.test("a message that would pass send_buffer_max_bytes closes the runtime co
   // rechecked against what the socket really holds, so none is refused.
   for (let i = 0; i < 20; i++) {
     await served.relay.hub.publish("", "y".repeat(400));
-    assert.equal(await within(client.next(), 5000, `message ${i}`), "y".repeat(400));
+    assert.equal(await within(client.next(), `message ${i}`, 5000), "y".repeat(400));
   }
   const disconnected = served.disconnected();
   await served.relay.hub.publish("", "z".repeat(1001));
-  assert.equal((await within(client.closed, 5000, "the close")).code, 1013);
+  assert.equal((await within(client.closed, "the close", 5000)).code, 1013);
   assert.equal(await disconnected, "slow_consumer");
 });
 
@@ -119,7 +119,7 @@ Deno.test("a peer that does not answer pings is closed for idle_timeout", async 
   // The raw client reads but never answers the runtime's pings.
   const opcodes: number[] = [];
   while (true) {
-    const frame = await within(raw.read(), 5000, "a frame from the runtime");
+    const frame = await within(raw.read(), "a frame from the runtime", 5000);
     if (frame === undefined) break;
     opcodes.push(frame.opcode);
     if (frame.opcode === Opcode.CLOSE) break;
@@ -173,13 +173,13 @@ Deno.test("a close before the runtime handshake completes is sent once it does, 
   });
   const client = await within(
     TestClient.open(`ws://127.0.0.1:${server.addr.port}/`),
-    5000,
     "the client to open",
+    5000,
   );
-  const event = await within(client.closed, 5000, "the close");
+  const event = await within(client.closed, "the close", 5000);
   assert.equal(event.code, 4000);
   assert.equal(event.reason, "not now");
-  assert.equal(await within(handler.closed.promise, 5000, "onClose"), "server");
+  assert.equal(await within(handler.closed.promise, "onClose", 5000), "server");
   assert.deepEqual(handler.log, ["close server"]);
   assert.equal(connection!.send(Outbound.of("too late")), "closed");
 });
@@ -201,13 +201,13 @@ Deno.test("messages arriving after a server close are not delivered", async () =
   });
   const client = await within(
     TestClient.open(`ws://127.0.0.1:${server.addr.port}/`),
-    5000,
     "the client to open",
+    5000,
   );
   client.send("first");
   client.send("second");
   client.send("third");
-  assert.equal((await within(client.closed, 5000, "the close")).code, 1000);
-  assert.equal(await within(handler.closed.promise, 5000, "onClose"), "server");
+  assert.equal((await within(client.closed, "the close", 5000)).code, 1000);
+  assert.equal(await within(handler.closed.promise, "onClose", 5000), "server");
   assert.deepEqual(handler.log, ["open", "message first", "close server"]);
 });

@@ -227,19 +227,6 @@ export function splitRandomly(random: Random, bytes: Uint8Array): Uint8Array[] {
   return pieces;
 }
 
-/** Resolves with `promise`, or rejects once `ms` pass first: a bound on a wait, not a sleep. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const bound = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, bound]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Resolves after the current task and its microtasks (the engine's flushes) have run. */
 export function nextTask(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
