@@ -16,47 +16,75 @@
  *   one included, delivers it from there, so a channel has one order
  *   everywhere. A subscribe reads the channel's `seq`, `epoch` and missed
  *   entries from Redis, so a client recovers on any instance.
+ * - The channel's `epoch` lives in Redis beside its `seq`, in one hash, and
+ *   is made by the same scripts that number: a hash without an epoch (a new
+ *   channel, or a Redis that lost its data) gets a new one with `seq` 0 and
+ *   an empty stream, so a numbering that restarts always has a new name.
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
- *   others, `json` channels are numbered locally (their history writes are
- *   retried when Redis is back), subscribes answer `recovered: false`. The
- *   client library reconnects with backoff and resubscribes by itself.
+ *   others; `json` channels are numbered by the hub under a local epoch of
+ *   their own (so its clients resync, never mistaking them for Redis's
+ *   numbers), and are not written to Redis afterwards: other instances may
+ *   have numbered the same channel meanwhile, so no one order can vouch for
+ *   them. Once Redis is back, each channel this instance numbered locally,
+ *   or whose publish may or may not have reached Redis, gets a new epoch in
+ *   Redis before this instance publishes to it again, so clients of every
+ *   instance learn that the old numbering missed something. Subscribes
+ *   answer `recovered: false` meanwhile. The client library reconnects with
+ *   backoff and resubscribes by itself.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
-import { createClient } from "@redis/client";
+import { ClientClosedError, ClientOfflineError, createClient } from "@redis/client";
 import type { Config } from "./config.ts";
-import type { HistoryEntry } from "./history.ts";
 import type { Hub, HubLink, Recovery, RelayMessage } from "./hub.ts";
 import type { BrokerStats } from "./stats.ts";
 
 const log = getLogger(["relay", "broker"]);
 
+/**
+ * The start of every script: `epoch_of(nonce)` returns the channel's epoch
+ * (KEYS[1] is its hash of `seq` and `epoch`, KEYS[2] its stream), making a
+ * new numbering first when the hash has none. A new epoch is Redis's clock
+ * to the microsecond and the asking instance's id, so it differs from every
+ * earlier one, even after a restart that lost the data that named them.
+ */
+const EPOCH_LUA = `
+local function epoch_of(nonce)
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if epoch then return epoch end
+  local now = redis.call('TIME')
+  epoch = string.format('%x%05x', now[1], now[2]) .. '-' .. nonce
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('DEL', KEYS[2])
+  return epoch
+end
+`;
+
 /** Numbers a `json` publish, keeps it in the stream, and puts it on the bus. */
-const PUBLISH_SCRIPT = `
+const PUBLISH_SCRIPT = EPOCH_LUA + `
+local epoch = epoch_of(ARGV[3])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3])
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local frame = '{"type":"message","channel":' .. cjson.encode(ARGV[1]) .. ',"data":' .. ARGV[2] ..
-  ',"seq":' .. seq .. ',"timestamp":' .. ms .. '}'
+  ',"seq":' .. seq .. ',"epoch":' .. cjson.encode(epoch) .. ',"timestamp":' .. ms .. '}'
 if tonumber(ARGV[4]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ms, 'f', frame)
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 redis.call('PUBLISH', ARGV[6], 'J' .. ARGV[7] .. '\\n' .. ARGV[8] .. '\\n' .. ARGV[1] .. '\\n' ..
-  seq .. '\\n' .. ms .. '\\n' .. frame)
+  seq .. '\\n' .. epoch .. '\\n' .. ms .. '\\n' .. frame)
 return seq
 `;
 
 /** A channel's seq, epoch, and the stream entries after `since` (ARGV[1], "" for none). */
-const RECOVER_SCRIPT = `
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+const RECOVER_SCRIPT = EPOCH_LUA + `
+local epoch = epoch_of(ARGV[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local entries = {}
 if ARGV[1] ~= '' then
   entries = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[1]) + 1) .. '-0', '+')
@@ -65,22 +93,12 @@ return {seq, epoch, entries}
 `;
 
 /**
- * Writes a message numbered locally during an outage: raises the channel's
- * seq to at least its own and appends it when it extends the stream.
+ * Ends a channel's numbering and starts a new one (ARGV[1] is the nonce):
+ * for a channel whose order this instance can no longer vouch for.
  */
-const RESTORE_SCRIPT = `
-local seq = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if current < seq then redis.call('HSET', KEYS[1], 'seq', seq) end
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[6])
-if tonumber(ARGV[4]) > 0 then
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if #last == 0 or tonumber(string.match(last[1][1], '^(%d+)')) < seq then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ARGV[2], 'f', ARGV[3])
-    redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  end
-end
-return 1
+const ROTATE_SCRIPT = EPOCH_LUA + `
+redis.call('HDEL', KEYS[1], 'epoch')
+return epoch_of(ARGV[1])
 `;
 
 /** Options for {@link RedisBroker}. */
@@ -100,15 +118,24 @@ export class RedisBroker implements HubLink {
   readonly #options: BrokerOptions;
   readonly #stats: BrokerStats;
   readonly #bus: string;
+  /** This instance's part of the epochs it makes in Redis. */
+  readonly #nonce: string;
   readonly #publisher;
   readonly #subscriber;
   #hub: Hub | undefined;
   #publisherReady = false;
   #subscriberReady = false;
-  /** Messages numbered locally while Redis was away, to write to history once it is back. */
-  #unwritten: { channel: string; entry: HistoryEntry }[] = [];
   /** Whether the bus subscription was ever made (the client library keeps it after that). */
   #subscribed = false;
+  /** The state the hub sees: set only through {@link #update}. */
+  #up = false;
+  /**
+   * Channels whose Redis numbering this instance cannot vouch for: it
+   * numbered them locally during an outage, or a publish to them failed
+   * with no telling whether Redis numbered it. Each gets a new epoch before
+   * this instance publishes to it again.
+   */
+  readonly #forked = new Set<string>();
   /** The state last logged, so each change is logged once. */
   #reported: "up" | "down" | undefined;
   #closed = false;
@@ -117,6 +144,7 @@ export class RedisBroker implements HubLink {
     this.#options = options;
     this.#stats = options.stats;
     this.#bus = `${options.config.prefix}bus`;
+    this.#nonce = this.index.toString(16);
     const clientOptions = {
       url: options.config.url,
       // Fail commands at once while disconnected rather than queueing them:
@@ -140,7 +168,7 @@ export class RedisBroker implements HubLink {
 
   /** Whether messages can go to and come from the other instances right now. */
   get up(): boolean {
-    return this.#publisherReady && this.#subscriberReady;
+    return this.#up;
   }
 
   /**
@@ -158,7 +186,7 @@ export class RedisBroker implements HubLink {
       )
       .then(() => {
         this.#subscribed = this.#subscriberReady = true;
-        if (this.up) this.#report(true, "");
+        this.#update("");
       })
       .catch(failed);
   }
@@ -166,13 +194,10 @@ export class RedisBroker implements HubLink {
   forward(messages: RelayMessage[]): void {
     const raw = messages.filter((message) => message.seq === undefined);
     for (const message of messages) {
-      // Numbered here: only while Redis is away; its history write waits for Redis.
+      // Numbered here, under a local epoch: only while Redis is away.
       if (message.seq !== undefined) {
         this.#stats.dropped++;
-        this.#unwritten.push({
-          channel: message.room,
-          entry: { seq: message.seq, time: message.time!, frame: message.data as string },
-        });
+        this.#forked.add(message.room);
       }
     }
     if (raw.length === 0) return;
@@ -198,13 +223,15 @@ export class RedisBroker implements HubLink {
   sendTo(_target: number, messages: RelayMessage[]): void {
     const { historySize, historyTtlMs } = this.#options;
     for (const message of messages) {
+      // Forked while up (a publish failed without a drop of the connection).
+      if (this.#forked.size > 0 && this.#forked.delete(message.room)) this.#rotate(message.room);
       const started = performance.now();
       this.#publisher.eval(PUBLISH_SCRIPT, {
         keys: [this.#key("seq", message.room), this.#key("history", message.room)],
         arguments: [
           message.room,
           message.data as string,
-          this.#hub!.epoch,
+          this.#nonce,
           String(historySize),
           String(historyTtlMs),
           this.#bus,
@@ -216,8 +243,16 @@ export class RedisBroker implements HubLink {
           this.#stats.published++;
           this.#stats.observePublish((performance.now() - started) / 1000);
         },
-        // Lost on the way: number it here after all, so local clients still get it.
-        () => this.#hub?.deliver([{ ...message, origin: this.index, local: true }]),
+        (error: Error) => {
+          this.#forked.add(message.room);
+          if (error instanceof ClientOfflineError || error instanceof ClientClosedError) {
+            // Never sent: number it here after all, so local clients still get it.
+            this.#hub?.deliver([{ ...message, origin: this.index, local: true }]);
+          } else {
+            // Sent, and maybe numbered: numbering it here too could deliver it twice.
+            this.#stats.dropped++;
+          }
+        },
       );
     }
   }
@@ -226,7 +261,7 @@ export class RedisBroker implements HubLink {
     if (!this.up) throw new Error("broker unreachable");
     const [seq, epoch, rows] = await this.#publisher.eval(RECOVER_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
-      arguments: [since === undefined ? "" : String(since), this.#hub!.epoch],
+      arguments: [since === undefined ? "" : String(since), this.#nonce],
     }) as [number, string, [string, string[]][]];
     const oldest = Date.now() - this.#options.historyTtlMs;
     const entries = rows.map(([id, fields]) => ({
@@ -254,14 +289,45 @@ export class RedisBroker implements HubLink {
   #watch(client: EventEmitter, set: (ready: boolean) => void): void {
     client.on("ready", () => {
       set(true);
-      if (this.up) this.#report(true, "");
+      this.#update("");
     });
     const down = (why: string) => {
       set(false);
-      if (!this.#closed) this.#report(false, why);
+      this.#update(why);
     };
     client.on("end", () => down("connection closed"));
     client.on("error", (error: Error) => down(error.message || error.name));
+  }
+
+  /**
+   * Recomputes whether the broker is up; `why` says what went wrong when it
+   * is not. On the way up, the forked channels get new epochs first: their
+   * scripts are queued on the publisher's connection before anything the
+   * hub publishes afterwards, so no publish can land in an old numbering.
+   */
+  #update(why: string): void {
+    const up = this.#publisherReady && this.#subscriberReady;
+    if (up !== this.#up) {
+      if (up) this.#rotateForked();
+      this.#up = up;
+    }
+    // Down is reported with a reason: a connection that is merely not ready yet is not news.
+    if (!this.#closed && (up || why !== "")) this.#report(up, why);
+  }
+
+  /** New epochs in Redis for the channels in {@link #forked}. */
+  #rotateForked(): void {
+    const forked = [...this.#forked];
+    this.#forked.clear();
+    for (const channel of forked) this.#rotate(channel);
+  }
+
+  /** A new epoch in Redis for `channel`; forked again if that fails. */
+  #rotate(channel: string): void {
+    this.#publisher.eval(ROTATE_SCRIPT, {
+      keys: [this.#key("seq", channel), this.#key("history", channel)],
+      arguments: [this.#nonce],
+    }).catch(() => this.#forked.add(channel));
   }
 
   /** Logs and counts a change of state; repeats of the same state say nothing. */
@@ -274,7 +340,6 @@ export class RedisBroker implements HubLink {
     const url = this.#options.config.url;
     if (up) {
       log.info("broker: connected to {url}", { url });
-      this.#writeUnwritten();
     } else {
       log.warning("broker: {url} unreachable ({error}); serving local clients, retrying", {
         url,
@@ -283,32 +348,12 @@ export class RedisBroker implements HubLink {
     }
   }
 
-  /** History writes retried: what was numbered locally during the outage. */
-  #writeUnwritten(): void {
-    const { historySize, historyTtlMs } = this.#options;
-    const unwritten = this.#unwritten;
-    this.#unwritten = [];
-    for (const { channel, entry } of unwritten) {
-      this.#publisher.eval(RESTORE_SCRIPT, {
-        keys: [this.#key("seq", channel), this.#key("history", channel)],
-        arguments: [
-          String(entry.seq),
-          String(entry.time),
-          entry.frame,
-          String(historySize),
-          String(historyTtlMs),
-          this.#hub!.epoch,
-        ],
-      }).catch(() => this.#unwritten.push({ channel, entry }));
-    }
-  }
-
   #receive(message: Buffer): void {
     const hub = this.#hub!;
     if (message[0] === JSON_TAG) {
       const text = message.toString("utf8", 1);
-      const parts = text.split("\n", 5);
-      const [origin, sender, room, seq, time] = parts;
+      const parts = text.split("\n", 6);
+      const [origin, sender, room, seq, epoch, time] = parts;
       const frame = text.slice(parts.join("\n").length + 1);
       if (Number(origin) !== this.index) this.#stats.received++;
       hub.deliver([{
@@ -316,6 +361,7 @@ export class RedisBroker implements HubLink {
         data: frame,
         bytes: Buffer.byteLength(frame),
         seq: Number(seq),
+        epoch,
         time: Number(time),
         origin: Number(origin),
         sender: sender === "" ? undefined : sender,

@@ -76,6 +76,8 @@ export interface RelayMessage {
   bytes: number;
   /** The frame's seq in its channel (`json` mode). */
   seq?: number;
+  /** The numbering `seq` belongs to (`json` mode); the receiving hub's own when absent. */
+  epoch?: string;
   /** When the frame was accepted, ms since the epoch (`json` mode). */
   time?: number;
   /** A publish for the sequencing hub to number and send on. */
@@ -154,6 +156,14 @@ type HubEvent =
 interface Channel {
   readonly members: Set<Client>;
   lastSeq: number;
+  /**
+   * The numbering `lastSeq` belongs to: the hub's own epoch, the broker's
+   * (from the last message it delivered), or, with a broker that is down, a
+   * local epoch made for this outage; `""` before any of these is known.
+   */
+  epoch: string;
+  /** Whether this hub numbers the channel under `epoch` (always, without a broker). */
+  numbering: boolean;
   readonly history: History | undefined;
   /** Members whose recovery from a broker is in flight: their live messages wait here. */
   readonly pending: Map<Client, HistoryEntry[]>;
@@ -181,6 +191,8 @@ export class Hub extends EventTarget implements ClientHost {
   readonly #historySize: number;
   readonly #historyTtlMs: number;
   readonly #link: HubLink | undefined;
+  /** Whether a broker numbers `json` channels (and keeps their history) for every instance. */
+  readonly #brokered: boolean;
   readonly #clients = new Set<Client>();
   readonly #channels = new Map<string, Channel>();
   readonly #queue = new AsyncQueue<HubEvent>();
@@ -208,6 +220,7 @@ export class Hub extends EventTarget implements ClientHost {
     this.#historyTtlMs = historyTtlMs;
     this.epoch = epoch;
     this.#link = link;
+    this.#brokered = link?.recover !== undefined;
     if (this.#json && historySize > 0) {
       // Expired history goes even from channels nobody publishes to any more.
       const sweeper = setInterval(() => this.#sweep(), Math.min(historyTtlMs, 60_000));
@@ -455,9 +468,8 @@ export class Hub extends EventTarget implements ClientHost {
     // Gone, or unsubscribed, while the broker answered.
     if (channel === undefined || waiting === undefined) return;
     channel.pending.delete(client);
-    // Without the broker this hub cannot vouch for anything it did not see.
-    const state = recovery ??
-      { seq: channel.lastSeq, epoch: this.epoch, entries: [], complete: false };
+    // Without the broker this hub vouches only for what it saw, under the epoch it saw it.
+    const state = recovery ?? this.#localState(channel, since, epoch);
     if (since === undefined) {
       client.reply(encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, id }));
     } else {
@@ -473,7 +485,32 @@ export class Hub extends EventTarget implements ClientHost {
       client.reply(encoded(entry));
       last = entry.seq;
     }
-    if (channel.lastSeq < last) channel.floors.set(client, last);
+    // A floor compares seqs, which only means something within one numbering.
+    if (channel.lastSeq < last && channel.epoch === state.epoch) channel.floors.set(client, last);
+  }
+
+  /**
+   * A channel's state as this hub alone knows it (the broker is down or did
+   * not answer in time): the last seq it delivered under that seq's epoch.
+   * Recovered only within this hub's own local numbering, where it saw
+   * everything; a channel it knows nothing of starts a local numbering.
+   */
+  #localState(channel: Channel, since: number | undefined, epoch: string | undefined): Recovery {
+    if (channel.epoch === "") this.#numberLocally(channel);
+    const complete = channel.numbering && since === channel.lastSeq && epoch === channel.epoch;
+    return { seq: channel.lastSeq, epoch: channel.epoch, entries: [], complete };
+  }
+
+  /**
+   * Starts numbering `channel` here while the broker that numbers it is
+   * down: a new epoch, so no (epoch, seq) this hub hands out can name a
+   * message that another instance, or Redis, numbered too.
+   */
+  #numberLocally(channel: Channel): void {
+    channel.epoch = `local-${crypto.randomUUID().slice(0, 8)}`;
+    channel.lastSeq = 0;
+    channel.numbering = true;
+    channel.floors.clear();
   }
 
   /**
@@ -504,9 +541,10 @@ export class Hub extends EventTarget implements ClientHost {
     }
     this.stats.messages++;
     const channel = this.#channel(name);
+    if (!channel.numbering) this.#numberLocally(channel);
     const seq = ++channel.lastSeq;
     const time = Date.now();
-    const frame = encodeMessage(name, data, seq, time);
+    const frame = encodeMessage(name, data, seq, time, channel.epoch);
     const bytes = utf8Length(frame);
     const message = new Outbound(frame, bytes);
     channel.history?.push({ seq, time, frame, message });
@@ -519,6 +557,7 @@ export class Hub extends EventTarget implements ClientHost {
         data: frame,
         bytes,
         seq,
+        epoch: channel.epoch,
         time,
         origin: from,
         sender: senderId,
@@ -534,7 +573,7 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   #remote(message: RelayMessage): void {
-    const { room, data, bytes, seq, time, origin, sender } = message;
+    const { room, data, bytes, seq, epoch = this.epoch, time, origin, sender } = message;
     if (message.request) {
       this.#publishJson(room, data as string, sender, origin, message.local);
       return;
@@ -543,6 +582,10 @@ export class Hub extends EventTarget implements ClientHost {
     if (seq !== undefined) {
       // A replica of the sequencing hub's history, so clients here recover locally.
       const channel = this.#channel(room);
+      // Floors name seqs of the numbering they were set in.
+      if (channel.epoch !== epoch) channel.floors.clear();
+      channel.epoch = epoch;
+      if (this.#brokered) channel.numbering = false;
       channel.lastSeq = seq;
       const message = new Outbound(data, bytes);
       channel.history?.push({ seq, time: time!, frame: data as string, message });
@@ -610,7 +653,16 @@ export class Hub extends EventTarget implements ClientHost {
       const history = this.#json && this.#historySize > 0
         ? new History(this.#historySize, this.#historyTtlMs)
         : undefined;
-      channel = { members: new Set(), lastSeq: 0, history, pending: new Map(), floors: new Map() };
+      // Without a broker this hub numbers every channel it sequences, under its own epoch.
+      channel = {
+        members: new Set(),
+        lastSeq: 0,
+        epoch: this.#brokered ? "" : this.epoch,
+        numbering: !this.#brokered,
+        history,
+        pending: new Map(),
+        floors: new Map(),
+      };
       this.#channels.set(name, channel);
     }
     return channel;

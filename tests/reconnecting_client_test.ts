@@ -111,7 +111,7 @@ function recorder(url: string, options: ReconnectingClientOptions = {}) {
 
 Deno.test("ReconnectingClient sees every message exactly once across network drops", async () => {
   await using relay = await startTestRelay({ websocket: { protocol: "json" } });
-  await using proxy = new CuttableProxy(relay.addr.port);
+  await using proxy = await CuttableProxy.start(relay.addr.port);
   const app = recorder(`ws://127.0.0.1:${proxy.port}/`);
   app.client.subscribe("numbers");
   await within(app.subscribed.next.promise, "a subscribe answer");

@@ -1,11 +1,13 @@
 /**
- * Real `redis-server` processes for the broker tests, on free loopback
- * ports, without persistence; restartable on the same port to simulate an
- * outage.
+ * Real `redis-server` processes for the broker tests and the fault suite, on
+ * free loopback ports, without persistence: restartable on the same port
+ * (an outage that loses every key), stoppable with SIGSTOP (a stall), and
+ * driven with `redis-cli` (FLUSHALL, DEBUG SLEEP, CLIENT KILL).
  *
  * @module
  */
 import { commandWorks, freePort } from "./helpers.ts";
+import { within } from "./wait.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
@@ -50,11 +52,60 @@ export class RedisServer implements AsyncDisposable {
   /** Kills the server (as a crash would) and waits for it to be gone. */
   async stop(): Promise<void> {
     try {
+      // A stopped process would hold SIGKILL until continued; continue it first.
+      this.#child.kill("SIGCONT");
       this.#child.kill("SIGKILL");
     } catch {
       // Already gone.
     }
     await this.#child.status;
+  }
+
+  /**
+   * Stalls the server (SIGSTOP: connections stay open and nothing is
+   * answered) until the returned handle is disposed, which continues it;
+   * `await using` keeps a failing test from leaving it stopped.
+   */
+  pause(): AsyncDisposable {
+    this.#child.kill("SIGSTOP");
+    return {
+      [Symbol.asyncDispose]: () => {
+        try {
+          this.#child.kill("SIGCONT");
+        } catch {
+          // Already gone.
+        }
+        return Promise.resolve();
+      },
+    };
+  }
+
+  /**
+   * Runs one command with `redis-cli` and resolves with its answer, e.g.
+   * `FLUSHALL`, `DEBUG SLEEP 5` (which answers after the sleep),
+   * `CLIENT KILL TYPE pubsub`. Bounded: a server that never answers fails it.
+   */
+  async command(...args: string[]): Promise<string> {
+    const child = new Deno.Command("redis-cli", {
+      args: ["-h", "127.0.0.1", "-p", String(this.port), ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const output = await within(child.output(), `redis-cli ${args.join(" ")}`);
+      const text = new TextDecoder().decode(output.stdout).trim();
+      if (!output.success || text.startsWith("ERR")) {
+        throw new Error(`redis-cli ${args.join(" ")}: ${text}`);
+      }
+      return text;
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Exited.
+      }
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
