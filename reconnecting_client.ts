@@ -7,6 +7,13 @@
  * When the relay cannot replay everything, `onResync` says so instead of
  * messages going missing silently.
  *
+ * It never drops a message silently: a message is a duplicate only when
+ * its `epoch` is the one of the last message delivered and its `seq` is not
+ * above that one's. Any other message that is not the next `seq` of the
+ * same epoch (a gap, or a numbering that restarted) makes it resubscribe
+ * with `since`: the relay fills the gap, or answers `recovered: false` and
+ * `onResync` fires.
+ *
  * Uses only the WebSocket and timer APIs that browsers have, so the same
  * file runs in Deno and, bundled (`deno task bundle`), in a page.
  *
@@ -95,8 +102,19 @@ export interface Position {
   epoch: string;
 }
 
-/** A {@link Position}, or nothing before the first `subscribed` without a starting one. */
-type PartialPosition = Partial<Position>;
+/** A subscribed channel: its {@link Position} (none before the first `subscribed` without a starting one). */
+interface ChannelState extends Partial<Position> {
+  /**
+   * A subscribe is on its way: messages are ignored until its answer, which
+   * comes before the replay of everything after `seq` (or says there is none).
+   */
+  awaiting: boolean;
+  /**
+   * After `recovered: true`: the seq the replay reaches. A gap before it
+   * means the relay could not replay after all; asking again would loop.
+   */
+  replayUntil?: number;
+}
 
 const GLOBAL_CLOCK: Clock = {
   setTimeout: (callback, ms) => setTimeout(callback, ms),
@@ -109,7 +127,7 @@ export class ReconnectingClient {
   readonly url: string;
   readonly #options: ReconnectingClientOptions;
   readonly #clock: Clock;
-  readonly #channels = new Map<string, PartialPosition>();
+  readonly #channels = new Map<string, ChannelState>();
   #socket: WebSocket | undefined;
   #state: ConnectionState = "disconnected";
   /** Failed attempts since the last open; 0 while connected. */
@@ -141,7 +159,12 @@ export class ReconnectingClient {
    */
   subscribe(channel: string, from?: Position): void {
     if (this.#channels.has(channel)) return;
-    this.#channels.set(channel, from === undefined ? {} : { seq: from.seq, epoch: from.epoch });
+    this.#channels.set(
+      channel,
+      from === undefined
+        ? { awaiting: false }
+        : { seq: from.seq, epoch: from.epoch, awaiting: false },
+    );
     if (this.#state === "connected") this.#sendSubscribe(channel);
   }
 
@@ -229,7 +252,10 @@ export class ReconnectingClient {
   }
 
   #sendSubscribe(channel: string): void {
-    const { seq, epoch } = this.#channels.get(channel)!;
+    const state = this.#channels.get(channel)!;
+    state.awaiting = true;
+    state.replayUntil = undefined;
+    const { seq, epoch } = state;
     this.send(JSON.stringify({ type: "subscribe", channel, since: seq, epoch }));
   }
 
@@ -238,23 +264,41 @@ export class ReconnectingClient {
     const envelope = JSON.parse(data);
     switch (envelope.type) {
       case "message": {
-        const position = this.#channels.get(envelope.channel);
-        // Not subscribed (any more), or already seen before a reconnect.
-        if (position?.seq === undefined || envelope.seq <= position.seq) return;
-        position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        // Not subscribed (any more), or a subscribe is on its way.
+        if (state?.seq === undefined || state.awaiting) return;
         const { channel, data, seq, timestamp } = envelope;
+        // A relay without epochs on messages has one numbering per subscription.
+        const sameEpoch = envelope.epoch === undefined || envelope.epoch === state.epoch;
+        if (sameEpoch && seq <= state.seq) return; // Delivered already.
+        if (!sameEpoch || seq !== state.seq + 1) {
+          const { replayUntil } = state;
+          if (!sameEpoch || replayUntil === undefined || state.seq >= replayUntil) {
+            // Missed something, or the numbering restarted: ask for what came after.
+            return this.#sendSubscribe(channel);
+          }
+          // A gap inside a replay the relay promised: resync instead of asking forever.
+          this.#options.onResync?.(channel);
+        }
+        state.seq = seq;
+        if (state.replayUntil !== undefined && seq >= state.replayUntil) {
+          state.replayUntil = undefined;
+        }
         return this.#options.onMessage?.({ channel, data, seq, timestamp });
       }
       case "subscribed": {
-        const position = this.#channels.get(envelope.channel);
-        if (position === undefined) return;
-        const fresh = position.seq === undefined;
-        if (fresh || envelope.recovered === false) {
-          // Start from now; with `recovered: false` the gap is the application's to fill.
-          position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        if (state === undefined) return;
+        state.awaiting = false;
+        const fresh = state.seq === undefined;
+        if (fresh || envelope.recovered !== true) {
+          // Start from now; after a gap that could not be filled, the gap is the application's.
+          state.seq = envelope.seq;
+          state.epoch = envelope.epoch;
           if (!fresh) this.#options.onResync?.(envelope.channel);
+        } else if (envelope.seq > state.seq!) {
+          state.replayUntil = envelope.seq;
         }
-        position.epoch = envelope.epoch;
         return this.#options.onSubscribed?.(envelope.channel, envelope.recovered);
       }
       case "error":

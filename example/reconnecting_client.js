@@ -37,9 +37,12 @@ var ReconnectingClient = class {
    */
   subscribe(channel, from) {
     if (this.#channels.has(channel)) return;
-    this.#channels.set(channel, from === void 0 ? {} : {
+    this.#channels.set(channel, from === void 0 ? {
+      awaiting: false
+    } : {
       seq: from.seq,
-      epoch: from.epoch
+      epoch: from.epoch,
+      awaiting: false
     });
     if (this.#state === "connected") this.#sendSubscribe(channel);
   }
@@ -128,7 +131,10 @@ var ReconnectingClient = class {
     this.#timer = this.#clock.setTimeout(() => this.#connect(), this.delayFor(this.#attempt));
   }
   #sendSubscribe(channel) {
-    const { seq, epoch } = this.#channels.get(channel);
+    const state = this.#channels.get(channel);
+    state.awaiting = true;
+    state.replayUntil = void 0;
+    const { seq, epoch } = state;
     this.send(JSON.stringify({
       type: "subscribe",
       channel,
@@ -141,10 +147,22 @@ var ReconnectingClient = class {
     const envelope = JSON.parse(data);
     switch (envelope.type) {
       case "message": {
-        const position = this.#channels.get(envelope.channel);
-        if (position?.seq === void 0 || envelope.seq <= position.seq) return;
-        position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        if (state?.seq === void 0 || state.awaiting) return;
         const { channel, data: data2, seq, timestamp } = envelope;
+        const sameEpoch = envelope.epoch === void 0 || envelope.epoch === state.epoch;
+        if (sameEpoch && seq <= state.seq) return;
+        if (!sameEpoch || seq !== state.seq + 1) {
+          const { replayUntil } = state;
+          if (!sameEpoch || replayUntil === void 0 || state.seq >= replayUntil) {
+            return this.#sendSubscribe(channel);
+          }
+          this.#options.onResync?.(channel);
+        }
+        state.seq = seq;
+        if (state.replayUntil !== void 0 && seq >= state.replayUntil) {
+          state.replayUntil = void 0;
+        }
         return this.#options.onMessage?.({
           channel,
           data: data2,
@@ -153,14 +171,17 @@ var ReconnectingClient = class {
         });
       }
       case "subscribed": {
-        const position = this.#channels.get(envelope.channel);
-        if (position === void 0) return;
-        const fresh = position.seq === void 0;
-        if (fresh || envelope.recovered === false) {
-          position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        if (state === void 0) return;
+        state.awaiting = false;
+        const fresh = state.seq === void 0;
+        if (fresh || envelope.recovered !== true) {
+          state.seq = envelope.seq;
+          state.epoch = envelope.epoch;
           if (!fresh) this.#options.onResync?.(envelope.channel);
+        } else if (envelope.seq > state.seq) {
+          state.replayUntil = envelope.seq;
         }
-        position.epoch = envelope.epoch;
         return this.#options.onSubscribed?.(envelope.channel, envelope.recovered);
       }
       case "error":

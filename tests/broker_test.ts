@@ -1,61 +1,10 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
-import {
-  bounded,
-  type ConfigPatch,
-  CuttableProxy,
-  freePort,
-  scrape,
-  startTestRelay,
-  TestClient,
-} from "./helpers.ts";
+import { CuttableProxy, freePort, scrape, TestClient } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
-import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
+import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
-
-/** Resolves once the relay's broker is `up` (or down), now or later. */
-function brokerState(relay: Relay, up: boolean): PromiseLike<void> {
-  if ((relay.hub.stats.broker?.up === 1) === up) return Promise.resolve();
-  return bounded(brokerEvent(relay, up), `the broker to be ${up ? "up" : "down"}`);
-}
-
-function brokerEvent(relay: Relay, up: boolean): Promise<void> {
-  return new Promise((resolve) => {
-    const listener = (event: Event) => {
-      if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;
-      relay.hub.removeEventListener("broker", listener);
-      resolve();
-    };
-    relay.hub.addEventListener("broker", listener);
-  });
-}
-
-/** Relays on one Redis, each connected to it. */
-async function instances(redis: RedisServer, count: number, patch: ConfigPatch = {}) {
-  const relays: Relay[] = [];
-  for (let i = 0; i < count; i++) {
-    relays.push(
-      await startTestRelay({
-        ...patch,
-        broker: {
-          type: "redis",
-          url: redis.url,
-          prefix: "test:",
-          required: false,
-          ...patch.broker,
-        },
-      }),
-    );
-  }
-  await Promise.all(relays.map((relay) => brokerState(relay, true)));
-  return {
-    relays,
-    async [Symbol.asyncDispose]() {
-      await Promise.all(relays.map((relay) => relay.shutdown()));
-    },
-  };
-}
 
 async function subscribe(relay: Relay, channel: string, since?: number, epoch?: string) {
   const client = await TestClient.connect(relay);

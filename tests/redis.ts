@@ -6,8 +6,9 @@
  *
  * @module
  */
-import { commandWorks, freePort } from "./helpers.ts";
-import { within } from "./wait.ts";
+import type { Relay } from "../server.ts";
+import { commandWorks, type ConfigPatch, freePort, startTestRelay } from "./helpers.ts";
+import { bounded, within } from "./wait.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
@@ -111,4 +112,51 @@ export class RedisServer implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop();
   }
+}
+
+/** Resolves once the relay's broker is `up` (or down), now or later. */
+export function brokerState(relay: Relay, up: boolean): PromiseLike<void> {
+  if ((relay.hub.stats.broker?.up === 1) === up) return Promise.resolve();
+  return bounded(brokerEvent(relay, up), `the broker to be ${up ? "up" : "down"}`);
+}
+
+function brokerEvent(relay: Relay, up: boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const listener = (event: Event) => {
+      if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;
+      relay.hub.removeEventListener("broker", listener);
+      resolve();
+    };
+    relay.hub.addEventListener("broker", listener);
+  });
+}
+
+/** Relays on one Redis, each connected to it; shut down when disposed. */
+export async function instances(
+  redis: RedisServer,
+  count: number,
+  patch: ConfigPatch = {},
+): Promise<{ relays: Relay[] } & AsyncDisposable> {
+  const relays: Relay[] = [];
+  for (let i = 0; i < count; i++) {
+    relays.push(
+      await startTestRelay({
+        ...patch,
+        broker: {
+          type: "redis",
+          url: redis.url,
+          prefix: "test:",
+          required: false,
+          ...patch.broker,
+        },
+      }),
+    );
+  }
+  await Promise.all(relays.map((relay) => brokerState(relay, true)));
+  return {
+    relays,
+    async [Symbol.asyncDispose]() {
+      await Promise.all(relays.map((relay) => relay.shutdown()));
+    },
+  };
 }
