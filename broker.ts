@@ -20,6 +20,15 @@
  *   is made by the same scripts that number: a hash without an epoch (a new
  *   channel, or a Redis that lost its data) gets a new one with `seq` 0 and
  *   an empty stream, so a numbering that restarts always has a new name.
+ * - A stalled Redis is a down Redis: every `broker.ping_interval` each
+ *   connection is sent a PING, and one unanswered for `broker.timeout`
+ *   marks the broker down, so it is down within `ping_interval + timeout`
+ *   of the stall, however it stalls (SIGSTOP, `DEBUG SLEEP`, a dead path).
+ *   A call anyone waits on (a subscribe's recovery) fails then too; a
+ *   publish already sent completes when Redis answers, or never. A
+ *   connection silent for ten timeouts is dropped and reconnected, so a
+ *   path that died without a FIN or RST does not keep it down for the
+ *   kernel's retransmission timeout.
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
  *   others; `json` channels are numbered by the hub under a local epoch of
@@ -39,7 +48,7 @@ import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { ClientClosedError, ClientOfflineError, createClient } from "@redis/client";
-import type { Config } from "./config.ts";
+import { type Config, durationMs } from "./config.ts";
 import type { Hub, HubLink, Recovery, RelayMessage } from "./hub.ts";
 import type { BrokerStats } from "./stats.ts";
 
@@ -111,6 +120,17 @@ export interface BrokerOptions {
   stats: BrokerStats;
 }
 
+/** One Redis connection's health, as the broker judges it. */
+interface Connection {
+  readonly client: { ping(): Promise<unknown> };
+  /** Connected, and for the subscriber, subscribed to the bus. */
+  ready: boolean;
+  /** The last PING came back (within the timeout, or late but since). */
+  answering: boolean;
+  /** When the PING in flight went out, if one is. */
+  pingSentAt: number | undefined;
+}
+
 /** The link between this relay's hub and the others, through Redis. */
 export class RedisBroker implements HubLink {
   /** This instance's id on the bus: random, so restarts and other hosts never collide. */
@@ -122,9 +142,13 @@ export class RedisBroker implements HubLink {
   readonly #nonce: string;
   readonly #publisher;
   readonly #subscriber;
+  readonly #connections: Connection[];
+  readonly #timeoutMs: number;
+  readonly #pingIntervalMs: number;
+  #health: ReturnType<typeof setInterval> | undefined;
+  /** Rejects each call in flight that someone waits on, when the broker goes down. */
+  readonly #waiting = new Set<(error: Error) => void>();
   #hub: Hub | undefined;
-  #publisherReady = false;
-  #subscriberReady = false;
   /** Whether the bus subscription was ever made (the client library keeps it after that). */
   #subscribed = false;
   /** The state the hub sees: set only through {@link #update}. */
@@ -145,6 +169,8 @@ export class RedisBroker implements HubLink {
     this.#stats = options.stats;
     this.#bus = `${options.config.prefix}bus`;
     this.#nonce = this.index.toString(16);
+    this.#timeoutMs = durationMs(options.config.timeout);
+    this.#pingIntervalMs = durationMs(options.config.ping_interval);
     const clientOptions = {
       url: options.config.url,
       // Fail commands at once while disconnected rather than queueing them:
@@ -152,6 +178,9 @@ export class RedisBroker implements HubLink {
       disableOfflineQueue: true,
       socket: {
         connectTimeout: 2000,
+        // Nothing read or written for this long (PINGs go out every interval
+        // while answered): the path is dead; reconnect rather than wait.
+        socketTimeout: 10 * this.#timeoutMs,
         // Exponential with jitter, from 100 ms to 5 s, forever.
         reconnectStrategy: (retries: number) =>
           Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
@@ -159,11 +188,21 @@ export class RedisBroker implements HubLink {
     };
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
-    this.#watch(this.#publisher, (ready) => this.#publisherReady = ready);
+    const connection = (client: Connection["client"]): Connection => ({
+      client,
+      ready: false,
+      answering: false,
+      pingSentAt: undefined,
+    });
+    const [publisher, subscriber] = this.#connections = [
+      connection(this.#publisher),
+      connection(this.#subscriber),
+    ];
+    this.#watch(publisher, () => true);
     // The subscriber is ready once the bus subscription is in: on the first
     // connection when subscribe() resolves; on reconnects the client library
     // restores it before it reports ready.
-    this.#watch(this.#subscriber, (ready) => this.#subscriberReady = ready && this.#subscribed);
+    this.#watch(subscriber, () => this.#subscribed);
   }
 
   /** Whether messages can go to and come from the other instances right now. */
@@ -177,6 +216,8 @@ export class RedisBroker implements HubLink {
    */
   start(hub: Hub): void {
     this.#hub = hub;
+    this.#health = setInterval(() => this.#check(), this.#pingIntervalMs);
+    Deno.unrefTimer(this.#health);
     const failed = (error: Error) =>
       this.#closed || log.error("broker: {error}", { error: error.message });
     this.#publisher.connect().catch(failed);
@@ -185,8 +226,8 @@ export class RedisBroker implements HubLink {
         this.#subscriber.subscribe(this.#bus, (message: Buffer) => this.#receive(message), true)
       )
       .then(() => {
-        this.#subscribed = this.#subscriberReady = true;
-        this.#update("");
+        this.#subscribed = true;
+        this.#ready(this.#connections[1]);
       })
       .catch(failed);
   }
@@ -259,10 +300,10 @@ export class RedisBroker implements HubLink {
 
   async recover(channel: string, since: number | undefined): Promise<Recovery> {
     if (!this.up) throw new Error("broker unreachable");
-    const [seq, epoch, rows] = await this.#publisher.eval(RECOVER_SCRIPT, {
+    const [seq, epoch, rows] = await this.#bounded(this.#publisher.eval(RECOVER_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
       arguments: [since === undefined ? "" : String(since), this.#nonce],
-    }) as [number, string, [string, string[]][]];
+    })) as [number, string, [string, string[]][]];
     const oldest = Date.now() - this.#options.historyTtlMs;
     const entries = rows.map(([id, fields]) => ({
       seq: parseInt(id),
@@ -278,6 +319,7 @@ export class RedisBroker implements HubLink {
   /** Disconnects from Redis. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#health);
     await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
   }
 
@@ -285,18 +327,72 @@ export class RedisBroker implements HubLink {
     return `${this.#options.config.prefix}${kind}:${channel}`;
   }
 
-  /** Tracks a connection's state, logging each change once rather than each failure. */
-  #watch(client: EventEmitter, set: (ready: boolean) => void): void {
+  /**
+   * `call`, failing too when the broker goes down first: whoever waits on
+   * it waits no longer than the health check takes to see a stall.
+   */
+  #bounded<T>(call: Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.add(reject);
+      call.then(resolve, reject).finally(() => this.#waiting.delete(reject));
+    });
+  }
+
+  /**
+   * Tracks a connection's state, logging each change once rather than each
+   * failure; `usable` says whether a ready connection can be used yet.
+   */
+  #watch(connection: Connection, usable: () => boolean): void {
+    const client = connection.client as unknown as EventEmitter;
     client.on("ready", () => {
-      set(true);
-      this.#update("");
+      if (usable()) this.#ready(connection);
     });
     const down = (why: string) => {
-      set(false);
+      connection.ready = connection.answering = false;
+      connection.pingSentAt = undefined;
       this.#update(why);
     };
     client.on("end", () => down("connection closed"));
     client.on("error", (error: Error) => down(error.message || error.name));
+  }
+
+  /** A connection is usable: it counts once its first PING is answered. */
+  #ready(connection: Connection): void {
+    connection.ready = true;
+    connection.answering = false;
+    this.#ping(connection);
+  }
+
+  /** The health check, every `ping_interval`: a PING for each connection, or judges the last. */
+  #check(): void {
+    const now = performance.now();
+    for (const connection of this.#connections) {
+      if (!connection.ready) continue;
+      const { pingSentAt } = connection;
+      if (pingSentAt === undefined) this.#ping(connection);
+      else if (connection.answering && now - pingSentAt > this.#timeoutMs) {
+        connection.answering = false;
+        this.#update(`no answer within ${this.#options.config.timeout}`);
+      }
+    }
+  }
+
+  #ping(connection: Connection): void {
+    const sentAt = connection.pingSentAt = performance.now();
+    connection.client.ping().then(
+      () => {
+        if (connection.pingSentAt !== sentAt) return;
+        connection.pingSentAt = undefined;
+        // Late or not, an answer means Redis is there again.
+        if (!connection.answering) {
+          connection.answering = true;
+          this.#update("");
+        }
+      },
+      () => {
+        if (connection.pingSentAt === sentAt) connection.pingSentAt = undefined;
+      },
+    );
   }
 
   /**
@@ -306,10 +402,15 @@ export class RedisBroker implements HubLink {
    * hub publishes afterwards, so no publish can land in an old numbering.
    */
   #update(why: string): void {
-    const up = this.#publisherReady && this.#subscriberReady;
+    const up = this.#connections.every((c) => c.ready && c.answering);
     if (up !== this.#up) {
       if (up) this.#rotateForked();
       this.#up = up;
+      if (!up) {
+        const error = new Error(`broker down: ${why}`);
+        for (const reject of this.#waiting) reject(error);
+        this.#waiting.clear();
+      }
     }
     // Down is reported with a reason: a connection that is merely not ready yet is not news.
     if (!this.#closed && (up || why !== "")) this.#report(up, why);

@@ -33,6 +33,9 @@ const duration = () =>
   text().refine((value) => parseDuration(value) !== undefined, {
     error: 'expected a duration like "500ms", "10s" or "1m"',
   });
+/** A duration that cannot be `0` (an interval, or a deadline that must exist). */
+const positiveDuration = () =>
+  duration().refine((value) => (parseDuration(value) ?? 1) > 0, { error: "must be above 0" });
 const MAX_INT = Number.MAX_SAFE_INTEGER;
 
 const tlsSchema = z.strictObject({
@@ -97,6 +100,8 @@ const brokerSchema = z.strictObject({
     .default("redis://127.0.0.1:6379"),
   prefix: text().default("relay:"),
   required: bool().default(false),
+  ping_interval: positiveDuration().default("1s"),
+  timeout: positiveDuration().default("2s"),
 });
 
 const JWT_ALGORITHMS = ["HS256", "RS256", "ES256"] as const;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
-import { CuttableProxy, freePort, scrape, TestClient } from "./helpers.ts";
+import { CuttableProxy, freePort, httpBase, scrape, TestClient } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
@@ -316,6 +316,106 @@ Deno.test({
     const late = await subscribe(b, "ops", 2, redisEpoch);
     assert.equal(late.reply.recovered, false, "the old numbering missed A's local message");
     await Promise.all([onA, onB, stuck, local, late].map(({ client }) => client.close()));
+  },
+});
+
+Deno.test({
+  name:
+    "broker: a stalled Redis (SIGSTOP) is down within ping_interval + timeout: relay_broker_up 0 and /readyz 503, json delivered locally at once, and the backlog on resume evicts nobody",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 2, {
+      websocket: { protocol: "json", send_buffer_bytes: 256 * 1024 },
+      broker: { required: true, ping_interval: "100ms", timeout: "500ms" },
+    });
+    const [a, b] = cluster.relays;
+    const onA = await subscribe(a, "feed");
+    const onB = await subscribe(b, "feed");
+    await a.hub.publish("feed", "before");
+    const before = await parse(onA.client);
+    assert.deepEqual(await parse(onB.client), before);
+    const big = "x".repeat(4096);
+    const backlog = 150;
+    {
+      await using _stalled = redis.pause();
+      const down = Promise.all([brokerState(a, false), brokerState(b, false)]);
+      // Sent before the stall is seen: Redis holds them (600 KiB, over send_buffer_bytes).
+      for (let i = 0; i < backlog; i++) await a.hub.publish("feed", big);
+      await down;
+      for (const relay of [a, b]) {
+        const ready = await fetch(`${httpBase(relay)}readyz`);
+        assert.deepEqual([ready.status, await ready.text()], [503, "broker unreachable\n"]);
+        assert.equal((await scrape(relay)).get("relay_broker_up"), 0);
+      }
+      // Local delivery waits on nothing: numbered here, under an epoch of A's own.
+      for (let n = 1; n <= 20; n++) await a.hub.publish("feed", n);
+      for (let n = 1; n <= 20; n++) {
+        const local = await parse(onA.client);
+        assert.deepEqual([local.data, local.seq], [n, n]);
+        assert.notEqual(local.epoch, before.epoch);
+      }
+      assert.equal(onB.client.pending, 0, "B heard nothing while Redis was stopped");
+    }
+    await Promise.all([brokerState(a, true), brokerState(b, true)]);
+    assert.equal((await fetch(`${httpBase(a)}readyz`)).status, 200);
+    await a.hub.publish("feed", "after");
+    for (const { client } of [onA, onB]) {
+      const seqs: number[] = [];
+      let message;
+      while ((message = await parse(client)).data === big) seqs.push(message.seq);
+      assert.deepEqual(seqs, Array.from({ length: backlog }, (_, i) => i + 2), "the backlog");
+      assert.equal(message.data, "after");
+      assert.ok(![before.epoch].includes(message.epoch), "A forked the channel: a new epoch");
+    }
+    for (const relay of [a, b]) {
+      const samples = await scrape(relay);
+      assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 0);
+    }
+    await Promise.all([onA.client.close(), onB.client.close()]);
+  },
+});
+
+Deno.test({
+  name: "broker: DEBUG SLEEP is a stall too: down while Redis sleeps, up when it answers",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 1, {
+      broker: { required: true, ping_interval: "100ms", timeout: "300ms" },
+    });
+    const [relay] = cluster.relays;
+    const down = brokerState(relay, false);
+    const sleeping = redis.command("DEBUG", "SLEEP", "2");
+    await down;
+    assert.equal((await fetch(`${httpBase(relay)}readyz`)).status, 503);
+    const client = await TestClient.connect(relay);
+    client.send("local delivery goes on");
+    assert.equal(await client.next(), "local delivery goes on");
+    assert.equal(await sleeping, "OK");
+    await brokerState(relay, true);
+    assert.equal((await fetch(`${httpBase(relay)}readyz`)).status, 200);
+    await client.close();
+  },
+});
+
+Deno.test({
+  name:
+    "broker: a dead path to Redis (no FIN, no RST) is down within the bound and reconnects once it has been silent for ten timeouts",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using path = await CuttableProxy.start(redis.port);
+    await using cluster = await instances(redis, 1, {
+      broker: { url: `redis://127.0.0.1:${path.port}`, ping_interval: "100ms", timeout: "200ms" },
+    });
+    const [relay] = cluster.relays;
+    const down = brokerState(relay, false);
+    path.blackhole();
+    await down;
+    // The old connections stay dead; only a new one gets through.
+    path.forward();
+    await brokerState(relay, true);
   },
 });
 

@@ -32,7 +32,11 @@ export class RedisServer implements AsyncDisposable {
   /** Starts one on `port` (a free one by default) and resolves once it accepts connections. */
   static async start(port = freePort()): Promise<RedisServer> {
     const child = new Deno.Command("redis-server", {
-      args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      args: [
+        ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        // DEBUG SLEEP, the stall the fault suite injects from the same host.
+        ...["--enable-debug-command", "local"],
+      ],
       stdout: "piped",
       stderr: "null",
     }).spawn();
