@@ -6,6 +6,11 @@
  * 400 naming the bad field, 413 over the size limit). Errors are JSON:
  * `{"error": "..."}`.
  *
+ * A 202 means accepted for delivery. When the relay will not deliver (it is
+ * draining, or `broker.required` and the broker is down) the answer is 503
+ * with `Retry-After`, decided right before the messages are queued, so the
+ * caller can retry here later or on another instance.
+ *
  * @module
  */
 import type { Authenticator } from "./auth.ts";
@@ -23,12 +28,22 @@ interface Publication {
   data: unknown;
 }
 
-/** Builds the handler for {@link PUBLISH_PATH}. */
+/** Why the relay would not deliver a message accepted now, and when to ask again. */
+export interface Unavailable {
+  reason: string;
+  retryAfterSeconds: number;
+}
+
+/**
+ * Builds the handler for {@link PUBLISH_PATH}. `unavailable` says why the
+ * relay would not deliver now (see the module doc), or `undefined`.
+ */
 export function createPublishHandler(
   config: Config,
   hub: Hub,
   auth: Authenticator,
   stats: RelayStats,
+  unavailable: () => Unavailable | undefined = () => undefined,
 ): (request: Request) => Promise<Response> {
   const limit = config.websocket.max_message_bytes;
   const answer = (status: number, body: unknown, headers: HeadersInit = {}) => {
@@ -59,6 +74,13 @@ export function createPublishHandler(
     }
     const result = validate(body, config.websocket);
     if (typeof result === "string") return answer(400, { error: result });
+    // Nothing is awaited from here to the queueing: the answer holds for these messages.
+    const down = unavailable();
+    if (down !== undefined) {
+      return answer(503, { error: `not accepted: ${down.reason}; retry later` }, {
+        "retry-after": String(down.retryAfterSeconds),
+      });
+    }
     // Queued together, so a batch keeps its order and interleaves with nothing.
     const counts = await Promise.all(result.map(({ channel, data }) => hub.publish(channel, data)));
     return answer(202, { messages: result.length, delivered: counts.reduce((a, b) => a + b, 0) });

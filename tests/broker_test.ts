@@ -154,8 +154,17 @@ Deno.test({
   async fn() {
     const redis = await RedisServer.start();
     const port = redis.port;
-    await using cluster = await instances(redis, 2, { broker: { required: true } });
+    await using cluster = await instances(redis, 2, {
+      broker: { required: true },
+      auth: { publish_keys: ["k"] },
+    });
     const [a, b] = cluster.relays;
+    const publish = (data: string) =>
+      fetch(`${httpBase(a)}api/publish`, {
+        method: "POST",
+        headers: { authorization: "Bearer k" },
+        body: JSON.stringify({ data }),
+      });
     const onA = await TestClient.connect(a);
     const onB = await TestClient.connect(b);
     onA.send("before");
@@ -169,6 +178,12 @@ Deno.test({
     assert.equal(await ready.text(), "broker unreachable\n");
     onA.send("during the outage");
     assert.equal(await onA.next(), "during the outage", "local clients still get it");
+    // With broker.required, the publish API says no rather than reach only this relay.
+    const refused = await publish("refused");
+    assert.deepEqual([refused.status, refused.headers.get("retry-after")], [503, "3"]);
+    assert.deepEqual(await refused.json(), {
+      error: "not accepted: broker unreachable; retry later",
+    });
     let samples = await scrape(a);
     assert.equal(samples.get("relay_broker_up"), 0);
     assert.equal(samples.get("websocket_broker_dropped_total"), 1);
@@ -182,6 +197,10 @@ Deno.test({
     samples = await scrape(a);
     assert.equal(samples.get("relay_broker_up"), 1);
     assert.equal((await fetch(`${a.url.replace("ws", "http")}readyz`)).status, 200);
+    const accepted = await publish("accepted");
+    assert.equal(accepted.status, 202);
+    await accepted.body?.cancel();
+    for (const client of [onA, onB]) assert.equal(await client.next(), "accepted");
     await Promise.all([onA.close(), onB.close()]);
   },
 });
@@ -278,6 +297,7 @@ Deno.test({
     await using path = await CuttableProxy.start(redis.port);
     await using cutOff = await instances(redis, 1, {
       websocket: { protocol: "json" },
+      auth: { publish_keys: ["k"] },
       broker: { url: `redis://127.0.0.1:${path.port}` },
     });
     await using other = await instances(redis, 1, { websocket: { protocol: "json" } });
@@ -293,7 +313,16 @@ Deno.test({
     path.refuse();
     path.cut();
     await down;
-    await a.hub.publish("ops", "two");
+    // Without broker.required the publish API accepts: for this relay's clients, under its epoch.
+    const accepted = await fetch(`${httpBase(a)}api/publish`, {
+      method: "POST",
+      headers: { authorization: "Bearer k" },
+      body: JSON.stringify({ channel: "ops", data: "two" }),
+    });
+    assert.deepEqual([accepted.status, await accepted.json()], [202, {
+      messages: 1,
+      delivered: 1,
+    }]);
     const two = await parse(onA.client);
     assert.deepEqual([two.data, two.seq], ["two", 1], "delivered at once, numbered from 1");
     assert.notEqual(two.epoch, redisEpoch, "under an epoch of its own");
