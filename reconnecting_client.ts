@@ -14,6 +14,15 @@
  * with `since`: the relay fills the gap, or answers `recovered: false` and
  * `onResync` fires.
  *
+ * It notices a dead path itself: browsers cannot see WebSocket pings, and a
+ * path that dies without a FIN or RST (a NAT or a proxy that forgot it)
+ * leaves a socket "open" for as long as the operating system's TCP timeouts.
+ * After `pingIntervalMs` with nothing received it sends a `ping` envelope;
+ * if nothing (a message, the `pong`) arrives within `pongTimeoutMs` more, it
+ * drops the connection as abnormal (1006) and reconnects. So a dead path is
+ * noticed within `2 * pingIntervalMs + pongTimeoutMs` (40 s by default),
+ * and a connection that does not open within `connectTimeoutMs` is retried.
+ *
  * Uses only the WebSocket and timer APIs that browsers have, so the same
  * file runs in Deno and, bundled (`deno task bundle`), in a page.
  *
@@ -67,9 +76,28 @@ export interface ReconnectingClientOptions {
   factor?: number;
   /** Attempts after a drop before giving up; `Infinity`: never. @default Infinity */
   maxRetries?: number;
+  /**
+   * Silence after which the client sends a `ping` envelope, ms (silence is
+   * checked once per interval, so a ping goes out after one to two
+   * intervals of it); 0: never.
+   * @default 15000
+   */
+  pingIntervalMs?: number;
+  /**
+   * How long after its ping something must arrive (a message, the `pong`),
+   * ms; else the path is dead: the connection is dropped (1006) and retried.
+   * @default 10000
+   */
+  pongTimeoutMs?: number;
+  /** How long a connection may take to open before it is retried, ms; 0: no limit. @default 10000 */
+  connectTimeoutMs?: number;
   /** Each time a connection opens. */
   onConnect?(): void;
-  /** Each time a connection is lost (or closed by {@link ReconnectingClient.close}). */
+  /**
+   * Each time a connection is lost (or closed by {@link ReconnectingClient.close}).
+   * `code` is the close code, or 1006 for an abnormal close (no close frame, a
+   * dead path) whatever the runtime reports for it.
+   */
   onDisconnect?(event: { code: number; reason: string }): void;
   /** When a connection opens after a drop, with the attempt that succeeded (1 is the first). */
   onReconnect?(attempt: number): void;
@@ -135,6 +163,10 @@ export class ReconnectingClient {
   #everConnected = false;
   #droppedSinceOpen = false;
   #timer: unknown;
+  /** The connect deadline, the silence check, or the pong deadline: one at a time. */
+  #liveness: unknown;
+  /** Whether anything arrived since the silence check was last armed. */
+  #heard = false;
   #closed = false;
 
   constructor(url: string, options: ReconnectingClientOptions = {}) {
@@ -206,6 +238,7 @@ export class ReconnectingClient {
   close(): void {
     this.#closed = true;
     this.#clock.clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#liveness);
     this.#socket?.close(1000, "client closed");
   }
 
@@ -225,9 +258,59 @@ export class ReconnectingClient {
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => this.#onClose(event.code, event.reason);
+    const { connectTimeoutMs = 10_000 } = this.#options;
+    if (connectTimeoutMs > 0) {
+      this.#liveness = this.#clock.setTimeout(
+        () => this.#abandon(socket, `not open within ${connectTimeoutMs} ms`),
+        connectTimeoutMs,
+      );
+    }
+  }
+
+  /** Checks for silence after the next interval. */
+  #armSilenceCheck(): void {
+    const { pingIntervalMs = 15_000 } = this.#options;
+    if (pingIntervalMs <= 0) return;
+    this.#heard = false;
+    this.#liveness = this.#clock.setTimeout(() => this.#silenceCheck(), pingIntervalMs);
+  }
+
+  /**
+   * A whole interval has passed: if nothing arrived, ask with a ping, and
+   * drop the connection if nothing arrives within `pongTimeoutMs` either.
+   * A flag read once per interval rather than a timer reset per message:
+   * messages cost nothing here.
+   */
+  #silenceCheck(): void {
+    if (this.#heard) return this.#armSilenceCheck();
+    const socket = this.#socket!;
+    socket.send('{"type":"ping"}');
+    const { pongTimeoutMs = 10_000 } = this.#options;
+    this.#liveness = this.#clock.setTimeout(() => {
+      if (this.#heard) return this.#armSilenceCheck();
+      this.#abandon(socket, `nothing received within ${pongTimeoutMs} ms of a ping`);
+    }, pongTimeoutMs);
+  }
+
+  /**
+   * Gives up on `socket` without waiting for its close, which on a dead path
+   * could take minutes: it is closed in the background and never heard from
+   * again, and the client carries on as after an abnormal close.
+   */
+  #abandon(socket: WebSocket, reason: string): void {
+    if (this.#socket !== socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    try {
+      socket.close();
+    } catch {
+      // Closing a socket the runtime already gave up on.
+    }
+    this.#onClose(1006, reason);
   }
 
   #onOpen(): void {
+    this.#clock.clearTimeout(this.#liveness);
+    this.#armSilenceCheck();
     this.#state = "connected";
     const attempt = this.#attempt;
     this.#attempt = 0;
@@ -238,7 +321,10 @@ export class ReconnectingClient {
     this.#droppedSinceOpen = false;
   }
 
-  #onClose(code: number, reason: string): void {
+  #onClose(runtimeCode: number, reason: string): void {
+    this.#clock.clearTimeout(this.#liveness);
+    // Deno reports 0 for a connection that ended without a close frame; browsers and ws say 1006.
+    const code = runtimeCode >= 1000 && runtimeCode <= 4999 ? runtimeCode : 1006;
     const wasConnected = this.#state === "connected";
     this.#state = "disconnected";
     this.#socket = undefined;
@@ -260,6 +346,7 @@ export class ReconnectingClient {
   }
 
   #onMessage(data: unknown): void {
+    this.#heard = true;
     if (typeof data !== "string") return;
     const envelope = JSON.parse(data);
     switch (envelope.type) {

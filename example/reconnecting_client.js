@@ -16,6 +16,10 @@ var ReconnectingClient = class {
   #everConnected = false;
   #droppedSinceOpen = false;
   #timer;
+  /** The connect deadline, the silence check, or the pong deadline: one at a time. */
+  #liveness;
+  /** Whether anything arrived since the silence check was last armed. */
+  #heard = false;
   #closed = false;
   constructor(url, options = {}) {
     this.url = url;
@@ -88,6 +92,7 @@ var ReconnectingClient = class {
   close() {
     this.#closed = true;
     this.#clock.clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#liveness);
     this.#socket?.close(1e3, "client closed");
   }
   /** The delay before retry `attempt` (1-based): exponential, capped, with jitter. */
@@ -104,8 +109,51 @@ var ReconnectingClient = class {
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => this.#onClose(event.code, event.reason);
+    const { connectTimeoutMs = 1e4 } = this.#options;
+    if (connectTimeoutMs > 0) {
+      this.#liveness = this.#clock.setTimeout(() => this.#abandon(socket, `not open within ${connectTimeoutMs} ms`), connectTimeoutMs);
+    }
+  }
+  /** Checks for silence after the next interval. */
+  #armSilenceCheck() {
+    const { pingIntervalMs = 15e3 } = this.#options;
+    if (pingIntervalMs <= 0) return;
+    this.#heard = false;
+    this.#liveness = this.#clock.setTimeout(() => this.#silenceCheck(), pingIntervalMs);
+  }
+  /**
+   * A whole interval has passed: if nothing arrived, ask with a ping, and
+   * drop the connection if nothing arrives within `pongTimeoutMs` either.
+   * A flag read once per interval rather than a timer reset per message:
+   * messages cost nothing here.
+   */
+  #silenceCheck() {
+    if (this.#heard) return this.#armSilenceCheck();
+    const socket = this.#socket;
+    socket.send('{"type":"ping"}');
+    const { pongTimeoutMs = 1e4 } = this.#options;
+    this.#liveness = this.#clock.setTimeout(() => {
+      if (this.#heard) return this.#armSilenceCheck();
+      this.#abandon(socket, `nothing received within ${pongTimeoutMs} ms of a ping`);
+    }, pongTimeoutMs);
+  }
+  /**
+   * Gives up on `socket` without waiting for its close, which on a dead path
+   * could take minutes: it is closed in the background and never heard from
+   * again, and the client carries on as after an abnormal close.
+   */
+  #abandon(socket, reason) {
+    if (this.#socket !== socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    try {
+      socket.close();
+    } catch {
+    }
+    this.#onClose(1006, reason);
   }
   #onOpen() {
+    this.#clock.clearTimeout(this.#liveness);
+    this.#armSilenceCheck();
     this.#state = "connected";
     const attempt = this.#attempt;
     this.#attempt = 0;
@@ -115,7 +163,9 @@ var ReconnectingClient = class {
     this.#everConnected = true;
     this.#droppedSinceOpen = false;
   }
-  #onClose(code, reason) {
+  #onClose(runtimeCode, reason) {
+    this.#clock.clearTimeout(this.#liveness);
+    const code = runtimeCode >= 1e3 && runtimeCode <= 4999 ? runtimeCode : 1006;
     const wasConnected = this.#state === "connected";
     this.#state = "disconnected";
     this.#socket = void 0;
@@ -143,6 +193,7 @@ var ReconnectingClient = class {
     }));
   }
   #onMessage(data) {
+    this.#heard = true;
     if (typeof data !== "string") return;
     const envelope = JSON.parse(data);
     switch (envelope.type) {

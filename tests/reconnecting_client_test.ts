@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import WsWebSocket from "ws";
 import { type Clock, ReconnectingClient } from "../reconnecting_client.ts";
 import type { Relay } from "../server.ts";
 import { Application, judge } from "./delivery.ts";
@@ -45,6 +46,7 @@ Deno.test("ReconnectingClient backs off exponentially with jitter, capped, and g
     clock,
     WebSocket: refusingSocket(),
     maxRetries: 7,
+    connectTimeoutMs: 0,
     onGiveUp: () => gaveUp.resolve(),
   });
   assert.equal(client.state, "connecting");
@@ -362,4 +364,76 @@ Deno.test({
     assert.deepEqual(app.resyncs, []);
     app.client.close();
   },
+});
+
+Deno.test("ReconnectingClient pings when nothing arrives, and drops a connection whose ping goes unanswered as 1006, then reconnects", () => {
+  const clock = new ManualClock();
+  const codes: number[] = [];
+  const client = new ReconnectingClient("ws://unused/", {
+    clock,
+    WebSocket: ScriptedSocket as unknown as typeof WebSocket,
+    onDisconnect: ({ code }) => codes.push(code),
+  });
+  const first = ScriptedSocket.last!;
+  first.onopen!();
+  clock.fire(); // An interval of silence.
+  assert.deepEqual(first.sent, [{ type: "ping" }]);
+  first.receive({ type: "pong" });
+  clock.fire(); // Answered: back to watching for silence.
+  first.receive({ type: "message", channel: "c", data: 1, seq: 1, epoch: "E", timestamp: 0 });
+  clock.fire(); // Something arrived this interval: nothing to ask.
+  assert.equal(first.sent.length, 1);
+  clock.fire(); // Silence again: ping.
+  assert.equal(first.sent.length, 2);
+  clock.fire(); // No answer within pongTimeoutMs: the path is dead.
+  assert.deepEqual(codes, [1006]);
+  assert.equal(client.state, "disconnected");
+  clock.fire(); // The retry.
+  assert.notEqual(ScriptedSocket.last, first);
+  assert.equal(client.state, "connecting");
+  assert.deepEqual(clock.delays, [10_000, 15_000, 10_000, 15_000, 15_000, 10_000, 750, 10_000]);
+  client.close();
+});
+
+Deno.test("ReconnectingClient notices a blackholed path (no FIN, no RST) by its own pings, reconnects and recovers", async () => {
+  await using relay = await startTestRelay({ websocket: { protocol: "json" } });
+  await using proxy = await CuttableProxy.start(relay.addr.port);
+  const app = new Application(`ws://127.0.0.1:${proxy.port}/`, {
+    pingIntervalMs: 100,
+    pongTimeoutMs: 200,
+    connectTimeoutMs: 300,
+  });
+  app.client.subscribe("numbers");
+  await app.answer(0);
+  for (let n = 1; n <= 3; n++) await relay.hub.publish("numbers", n);
+  await app.untilSeen(3);
+  proxy.blackhole();
+  for (let n = 4; n <= 6; n++) await relay.hub.publish("numbers", n);
+  await app.when(() => app.disconnects.length === 1, "the dead path to be noticed");
+  assert.deepEqual(app.disconnects, [1006]);
+  proxy.forward();
+  for (let n = 7; n <= 9; n++) await relay.hub.publish("numbers", n);
+  await app.untilSeen(9);
+  assert.deepEqual(app.seen, [1, 2, 3, 4, 5, 6, 7, 8, 9], "the blackholed ones recovered");
+  assert.deepEqual(app.resyncs, []);
+  app.client.close();
+});
+
+Deno.test("ReconnectingClient reports 1006 for an abnormal close (FIN or RST without a close frame) under Deno's WebSocket and npm ws alike", async () => {
+  await using relay = await startTestRelay({ websocket: { protocol: "json" } });
+  await using proxy = await CuttableProxy.start(relay.addr.port);
+  const runtimes = [["Deno", WebSocket], [
+    "ws",
+    WsWebSocket as unknown as typeof WebSocket,
+  ]] as const;
+  for (const [runtime, Socket] of runtimes) {
+    for (const fault of ["cut", "reset"] as const) {
+      const app = new Application(`ws://127.0.0.1:${proxy.port}/`, { WebSocket: Socket });
+      await app.when(() => app.connects === 1, `${runtime} to connect`);
+      proxy[fault]();
+      await app.when(() => app.disconnects.length === 1, `${runtime} to see the ${fault}`);
+      assert.deepEqual(app.disconnects, [1006], `${runtime} after ${fault}`);
+      app.client.close();
+    }
+  }
 });
