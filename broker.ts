@@ -5,7 +5,7 @@
  *
  * - `raw` frames are delivered to local clients at once by the hub; after
  *   each batch they go to Redis in one `PUBLISH` on one bus channel
- *   (`<prefix>bus`), tagged with this instance's id, and every other
+ *   (`<prefix>bus:2`), tagged with this instance's id, and every other
  *   instance delivers them to its clients. One bus for everything, rather
  *   than a Redis channel per room: one subscription, and one `PUBLISH` per
  *   batch whatever the number of rooms it touches.
@@ -31,7 +31,9 @@
  *   kernel's retransmission timeout.
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
- *   others; `json` channels are numbered by the hub under a local epoch of
+ *   others (`websocket_broker_dropped_total`, which also counts, at each
+ *   receiver, what it missed of another instance's bus traffic: every
+ *   message on the bus carries its place in its sender's count); `json` channels are numbered by the hub under a local epoch of
  *   their own (so its clients resync, never mistaking them for Redis's
  *   numbers), and are not written to Redis afterwards: other instances may
  *   have numbered the same channel meanwhile, so no one order can vouch for
@@ -47,7 +49,7 @@
 import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
-import { ClientClosedError, ClientOfflineError, createClient } from "@redis/client";
+import { createClient } from "@redis/client";
 import { type Config, durationMs } from "./config.ts";
 import type { Hub, HubLink, Recovery, RelayMessage } from "./hub.ts";
 import type { BrokerStats } from "./stats.ts";
@@ -85,8 +87,8 @@ if tonumber(ARGV[4]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ms, 'f', frame)
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('PUBLISH', ARGV[6], 'J' .. ARGV[7] .. '\\n' .. ARGV[8] .. '\\n' .. ARGV[1] .. '\\n' ..
-  seq .. '\\n' .. epoch .. '\\n' .. ms .. '\\n' .. frame)
+redis.call('PUBLISH', ARGV[6], 'J' .. ARGV[7] .. '\\n' .. ARGV[9] .. '\\n' .. ARGV[8] .. '\\n' ..
+  ARGV[1] .. '\\n' .. seq .. '\\n' .. epoch .. '\\n' .. ms .. '\\n' .. frame)
 return seq
 `;
 
@@ -138,6 +140,14 @@ export class RedisBroker implements HubLink {
   readonly #options: BrokerOptions;
   readonly #stats: BrokerStats;
   readonly #bus: string;
+  /**
+   * Raw frames and `json` messages this instance handed to Redis for the
+   * bus, so far: each carries its place in this count, and a receiver that
+   * sees a jump knows how many it missed.
+   */
+  #sent = 0;
+  /** Per other instance, the place in its count that comes next. */
+  readonly #expected = new Map<number, number>();
   /** This instance's part of the epochs it makes in Redis. */
   readonly #nonce: string;
   readonly #publisher;
@@ -167,7 +177,8 @@ export class RedisBroker implements HubLink {
   constructor(options: BrokerOptions) {
     this.#options = options;
     this.#stats = options.stats;
-    this.#bus = `${options.config.prefix}bus`;
+    // Versioned: instances of another bus format share nothing rather than misread each other.
+    this.#bus = `${options.config.prefix}bus:2`;
     this.#nonce = this.index.toString(16);
     this.#timeoutMs = durationMs(options.config.timeout);
     this.#pingIntervalMs = durationMs(options.config.ping_interval);
@@ -247,12 +258,15 @@ export class RedisBroker implements HubLink {
       return;
     }
     const started = performance.now();
-    this.#publisher.publish(this.#bus, encodeBatch(this.index, raw)).then(
+    const first = this.#sent;
+    this.#sent += raw.length;
+    // A batch that fails may or may not be on the bus: the receivers that missed it count it.
+    this.#publisher.publish(this.#bus, encodeBatch(this.index, first, raw)).then(
       () => {
         this.#stats.published += raw.length;
         this.#stats.observePublish((performance.now() - started) / 1000);
       },
-      () => this.#stats.dropped += raw.length,
+      () => {},
     );
   }
 
@@ -278,22 +292,16 @@ export class RedisBroker implements HubLink {
           this.#bus,
           String(this.index),
           message.sender ?? "",
+          String(this.#sent++),
         ],
       }).then(
         () => {
           this.#stats.published++;
           this.#stats.observePublish((performance.now() - started) / 1000);
         },
-        (error: Error) => {
-          this.#forked.add(message.room);
-          if (error instanceof ClientOfflineError || error instanceof ClientClosedError) {
-            // Never sent: number it here after all, so local clients still get it.
-            this.#hub?.deliver([{ ...message, origin: this.index, local: true }]);
-          } else {
-            // Sent, and maybe numbered: numbering it here too could deliver it twice.
-            this.#stats.dropped++;
-          }
-        },
+        // Maybe numbered, maybe not: numbering it here too could deliver it twice, so the
+        // channel's numbering is what changes (and a receiver that missed it counts it).
+        () => this.#forked.add(message.room),
       );
     }
   }
@@ -453,9 +461,10 @@ export class RedisBroker implements HubLink {
     const hub = this.#hub!;
     if (message[0] === JSON_TAG) {
       const text = message.toString("utf8", 1);
-      const parts = text.split("\n", 6);
-      const [origin, sender, room, seq, epoch, time] = parts;
+      const parts = text.split("\n", 7);
+      const [origin, place, sender, room, seq, epoch, time] = parts;
       const frame = text.slice(parts.join("\n").length + 1);
+      this.#arrived(Number(origin), Number(place), 1);
       if (Number(origin) !== this.index) this.#stats.received++;
       hub.deliver([{
         room,
@@ -470,26 +479,45 @@ export class RedisBroker implements HubLink {
       return;
     }
     const batch = decodeBatch(message);
+    this.#arrived(batch.origin, batch.first, batch.messages.length);
     // Our own raw frames were delivered here before they were published.
     if (batch.origin === this.index) return;
     this.#stats.received += batch.messages.length;
     hub.deliver(batch.messages);
   }
+
+  /**
+   * Counts what this instance missed of `origin`'s bus traffic (its
+   * subscription was down, or the publish never reached the bus): the jump
+   * from the place expected to `first`. Its own traffic is not counted:
+   * its clients had its raw frames first, and recover its `json` messages.
+   */
+  #arrived(origin: number, first: number, count: number): void {
+    if (origin === this.index) return;
+    const expected = this.#expected.get(origin);
+    if (expected !== undefined && first > expected) this.#stats.dropped += first - expected;
+    if (expected === undefined || first + count > expected) {
+      this.#expected.set(origin, first + count);
+    }
+  }
 }
 
 const RAW_TAG = 0x52; // "R"
 const JSON_TAG = 0x4a; // "J"
+const HEAD_BYTES = 15;
 
 /**
- * A batch of raw frames as one bus message: tag, origin, count, then per
- * frame its kind (0 text, 1 binary), room and payload, lengths first.
+ * A batch of raw frames as one bus message: tag, origin, the first frame's
+ * place in the origin's count (6 bytes), count, then per frame its kind (0
+ * text, 1 binary), room and payload, lengths first.
  */
-export function encodeBatch(origin: number, messages: RelayMessage[]): Buffer {
+export function encodeBatch(origin: number, first: number, messages: RelayMessage[]): Buffer {
   const parts: Buffer[] = [];
-  const head = Buffer.alloc(9);
+  const head = Buffer.alloc(HEAD_BYTES);
   head[0] = RAW_TAG;
   head.writeUInt32BE(origin, 1);
-  head.writeUInt32BE(messages.length, 5);
+  head.writeUIntBE(first, 5, 6);
+  head.writeUInt32BE(messages.length, 11);
   parts.push(head);
   for (const { room, data } of messages) {
     const roomBytes = Buffer.from(room, "utf8");
@@ -504,11 +532,14 @@ export function encodeBatch(origin: number, messages: RelayMessage[]): Buffer {
 }
 
 /** The inverse of {@link encodeBatch}; binary payloads come back as their own `ArrayBuffer`s. */
-export function decodeBatch(buffer: Buffer): { origin: number; messages: RelayMessage[] } {
+export function decodeBatch(
+  buffer: Buffer,
+): { origin: number; first: number; messages: RelayMessage[] } {
   const origin = buffer.readUInt32BE(1);
-  const count = buffer.readUInt32BE(5);
+  const first = buffer.readUIntBE(5, 6);
+  const count = buffer.readUInt32BE(11);
   const messages: RelayMessage[] = [];
-  let at = 9;
+  let at = HEAD_BYTES;
   for (let i = 0; i < count; i++) {
     const binary = buffer[at] === 1;
     const roomLength = buffer.readUInt32BE(at + 1);
@@ -523,5 +554,5 @@ export function decodeBatch(buffer: Buffer): { origin: number; messages: RelayMe
     at += payloadLength;
     messages.push({ room, data, bytes: payloadLength });
   }
-  return { origin, messages };
+  return { origin, first, messages };
 }

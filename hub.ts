@@ -82,8 +82,6 @@ export interface RelayMessage {
   time?: number;
   /** A publish for the sequencing hub to number and send on. */
   request?: boolean;
-  /** With `request`: number it here whoever the sequencer is (sending it there failed). */
-  local?: boolean;
   /** The hub that accepted it and its sending client, skipped there when echo is off. */
   origin?: number;
   sender?: string;
@@ -522,9 +520,10 @@ export class Hub extends EventTarget implements ClientHost {
     data: string,
     sender?: Client | string,
     origin?: number,
-    local = false,
   ): number {
-    const owner = local ? undefined : this.#sequencer(name);
+    // Counted where it was accepted, whoever numbers it (a worker, Redis, this hub).
+    if (origin === undefined) this.stats.messages++;
+    const owner = this.#sequencer(name);
     const senderId = typeof sender === "string" ? sender : sender?.id;
     if (owner !== undefined) {
       const requests = this.#requests.get(owner) ?? [];
@@ -539,7 +538,6 @@ export class Hub extends EventTarget implements ClientHost {
       });
       return 0;
     }
-    this.stats.messages++;
     const channel = this.#channel(name);
     if (!channel.numbering) this.#numberLocally(channel);
     const seq = ++channel.lastSeq;
@@ -575,7 +573,7 @@ export class Hub extends EventTarget implements ClientHost {
   #remote(message: RelayMessage): void {
     const { room, data, bytes, seq, epoch = this.epoch, time, origin, sender } = message;
     if (message.request) {
-      this.#publishJson(room, data as string, sender, origin, message.local);
+      this.#publishJson(room, data as string, sender, origin);
       return;
     }
     const skip = this.#echo ? undefined : this.#local(room, sender, origin);

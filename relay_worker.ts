@@ -43,7 +43,7 @@ self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
       return reply({
         id,
         type: "stats",
-        snapshot: { stats: relay!.hub.stats, connectedClients: relay!.hub.size },
+        snapshot: { stats: relay!.hub.stats, connectedClients: relay!.hub.stats.openSockets },
       });
     case "shutdown":
       await relay?.shutdown();

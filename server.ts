@@ -191,6 +191,7 @@ export async function createRelayHandler(
   let allClosed: PromiseWithResolvers<void> | undefined;
   // One function for every client: no closure per connection.
   const onClosed = (client: Client) => {
+    stats.openSockets--;
     connections.delete(client);
     Atomics.sub(connectionCount, 0, 1);
     if (connections.size === 0) allClosed?.resolve();
@@ -247,6 +248,7 @@ export async function createRelayHandler(
       onClosed,
     });
     connections.add(client);
+    stats.openSockets++;
   };
 
   const handleUpgrade = async (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
@@ -360,7 +362,11 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
   let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
   if (metrics.enabled) {
     try {
-      metricsServer = listenMetrics(metrics, () => ({ stats, connectedClients: hub.size }));
+      // Sockets, not the hub's members: a drain's clients count until their sockets close.
+      metricsServer = listenMetrics(
+        metrics,
+        () => ({ stats, connectedClients: stats.openSockets }),
+      );
     } catch (error) {
       await wsServer.close();
       await hub.shutdown();

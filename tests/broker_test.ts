@@ -52,6 +52,43 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "broker raw: websocket_broker_dropped_total counts what each instance missed of another's traffic, and what an instance could not hand to Redis",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using path = await CuttableProxy.start(redis.port);
+    await using sending = await instances(redis, 1);
+    await using behind = await instances(redis, 1, {
+      broker: { url: `redis://127.0.0.1:${path.port}` },
+    });
+    const [a, b] = [sending.relays[0], behind.relays[0]];
+    const onA = await TestClient.connect(a);
+    const onB = await TestClient.connect(b);
+    onA.send("seen by both");
+    assert.equal(await onB.next(), "seen by both");
+    const down = brokerState(b, false);
+    path.refuse();
+    path.cut();
+    await down;
+    // On the bus, but B is not listening: B misses three, and B counts them once it hears A again.
+    for (const text of ["one", "two", "three"]) onA.send(text);
+    for (let i = 0; i < 4; i++) await onA.next();
+    // B cannot hand its own frame to Redis: B counts it.
+    onB.send("B alone");
+    assert.equal(await onB.next(), "B alone");
+    const up = brokerState(b, true);
+    path.forward();
+    await up;
+    onA.send("after");
+    assert.equal(await onB.next(), "after");
+    assert.equal((await scrape(b)).get("websocket_broker_dropped_total"), 3 + 1);
+    assert.equal((await scrape(a)).get("websocket_broker_dropped_total"), 0);
+    await Promise.all([onA.close(), onB.close()]);
+  },
+});
+
+Deno.test({
   name: "broker raw with rooms: path keeps rooms apart across instances",
   ignore,
   async fn() {
@@ -93,6 +130,9 @@ Deno.test({
     }));
     for (const stream of streams) assert.deepEqual(stream, streams[0]);
     assert.deepEqual(streams[0].map((s) => s.split(":")[0]), ["1", "2", "3"]);
+    // Counted where they were accepted, though Redis numbered them and the bus delivered them.
+    assert.equal((await scrape(a)).get("websocket_messages_total"), 2);
+    assert.equal((await scrape(b)).get("websocket_messages_total"), 1);
     await Promise.all(subs.map(({ client }) => client.close()));
   },
 });
