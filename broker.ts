@@ -28,7 +28,10 @@
  *   publish already sent completes when Redis answers, or never. A
  *   connection silent for ten timeouts is dropped and reconnected, so a
  *   path that died without a FIN or RST does not keep it down for the
- *   kernel's retransmission timeout.
+ *   kernel's retransmission timeout. Redis keeps numbering while the
+ *   commands connection answers and the bus subscription has been lost for
+ *   less than `timeout`: a subscription killed for a moment costs local
+ *   clients a short delay and a seq gap they fill from the stream.
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
  *   others (`websocket_broker_dropped_total`, which also counts, at each
@@ -161,8 +164,19 @@ export class RedisBroker implements HubLink {
   #hub: Hub | undefined;
   /** Whether the bus subscription was ever made (the client library keeps it after that). */
   #subscribed = false;
-  /** The state the hub sees: set only through {@link #update}. */
+  /** Both connections usable: `relay_broker_up`, `/readyz`. Set only through {@link #update}. */
   #up = false;
+  /**
+   * Whether Redis numbers `json` publishes (else the hub does, locally):
+   * while the publisher connection is usable and the subscription is too,
+   * or has been lost for less than `timeout`. A subscription that drops
+   * for a moment (`CLIENT KILL TYPE pubsub`) delays local clients and
+   * leaves a seq gap they fill from the stream; numbering locally instead
+   * would fork the channel and resync every client of every instance.
+   */
+  #sequencing = false;
+  /** Since when the subscription has not been usable (from the start, until it first is). */
+  #subscriptionLostAt: number | undefined = performance.now();
   /**
    * Channels whose Redis numbering this instance cannot vouch for: it
    * numbered them locally during an outage, or a publish to them failed
@@ -253,7 +267,7 @@ export class RedisBroker implements HubLink {
       }
     }
     if (raw.length === 0) return;
-    if (!this.up) {
+    if (!this.#publishing) {
       this.#stats.dropped += raw.length;
       return;
     }
@@ -272,7 +286,7 @@ export class RedisBroker implements HubLink {
 
   /** Redis numbers every channel while it is reachable; otherwise the hub does. */
   sequencerFor(_channel: string): number | undefined {
-    return this.up ? 0 : undefined;
+    return this.#sequencing ? 0 : undefined;
   }
 
   sendTo(_target: number, messages: RelayMessage[]): void {
@@ -307,7 +321,7 @@ export class RedisBroker implements HubLink {
   }
 
   async recover(channel: string, since: number | undefined): Promise<Recovery> {
-    if (!this.up) throw new Error("broker unreachable");
+    if (!this.#sequencing) throw new Error("broker unreachable");
     const [seq, epoch, rows] = await this.#bounded(this.#publisher.eval(RECOVER_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
       arguments: [since === undefined ? "" : String(since), this.#nonce],
@@ -371,9 +385,19 @@ export class RedisBroker implements HubLink {
     this.#ping(connection);
   }
 
+  /** Whether the publisher connection is usable: raw frames and scripts can go out. */
+  get #publishing(): boolean {
+    const publisher = this.#connections[0];
+    return publisher.ready && publisher.answering;
+  }
+
   /** The health check, every `ping_interval`: a PING for each connection, or judges the last. */
   #check(): void {
     const now = performance.now();
+    const lost = this.#subscriptionLostAt;
+    if (this.#sequencing && lost !== undefined && now - lost > this.#timeoutMs) {
+      this.#update(`bus subscription lost for over ${this.#options.config.timeout}`);
+    }
     for (const connection of this.#connections) {
       if (!connection.ready) continue;
       const { pingSentAt } = connection;
@@ -410,16 +434,24 @@ export class RedisBroker implements HubLink {
    * hub publishes afterwards, so no publish can land in an old numbering.
    */
   #update(why: string): void {
-    const up = this.#connections.every((c) => c.ready && c.answering);
-    if (up !== this.#up) {
-      if (up) this.#rotateForked();
-      this.#up = up;
-      if (!up) {
+    const subscriber = this.#connections[1];
+    const subscribed = subscriber.ready && subscriber.answering;
+    const now = performance.now();
+    if (subscribed) this.#subscriptionLostAt = undefined;
+    else this.#subscriptionLostAt ??= now;
+    const lost = this.#subscriptionLostAt;
+    const sequencing = this.#publishing && (lost === undefined || now - lost <= this.#timeoutMs);
+    if (sequencing !== this.#sequencing) {
+      if (sequencing) this.#rotateForked();
+      this.#sequencing = sequencing;
+      if (!sequencing) {
         const error = new Error(`broker down: ${why}`);
         for (const reject of this.#waiting) reject(error);
         this.#waiting.clear();
       }
     }
+    const up = this.#publishing && subscribed;
+    this.#up = up;
     // Down is reported with a reason: a connection that is merely not ready yet is not news.
     if (!this.#closed && (up || why !== "")) this.#report(up, why);
   }

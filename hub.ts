@@ -162,6 +162,8 @@ interface Channel {
   epoch: string;
   /** Whether this hub numbers the channel under `epoch` (always, without a broker). */
   numbering: boolean;
+  /** The broker's epoch this hub left to number the channel locally, if it did. */
+  left: string | undefined;
   readonly history: History | undefined;
   /** Members whose recovery from a broker is in flight: their live messages wait here. */
   readonly pending: Map<Client, HistoryEntry[]>;
@@ -505,6 +507,7 @@ export class Hub extends EventTarget implements ClientHost {
    * message that another instance, or Redis, numbered too.
    */
   #numberLocally(channel: Channel): void {
+    channel.left = channel.epoch;
     channel.epoch = `local-${crypto.randomUUID().slice(0, 8)}`;
     channel.lastSeq = 0;
     channel.numbering = true;
@@ -580,6 +583,10 @@ export class Hub extends EventTarget implements ClientHost {
     if (seq !== undefined) {
       // A replica of the sequencing hub's history, so clients here recover locally.
       const channel = this.#channel(room);
+      // Sent to Redis before it stalled and numbered after: older than what this hub numbered
+      // meanwhile, so its clients, who moved on, would get it out of order. They resync when
+      // the channel's next numbering arrives; other instances' clients get it in order.
+      if (channel.numbering && epoch === channel.left) return;
       // Floors name seqs of the numbering they were set in.
       if (channel.epoch !== epoch) channel.floors.clear();
       channel.epoch = epoch;
@@ -657,6 +664,7 @@ export class Hub extends EventTarget implements ClientHost {
         lastSeq: 0,
         epoch: this.#brokered ? "" : this.epoch,
         numbering: !this.#brokered,
+        left: undefined,
         history,
         pending: new Map(),
         floors: new Map(),

@@ -437,3 +437,29 @@ Deno.test("ReconnectingClient reports 1006 for an abnormal close (FIN or RST wit
     }
   }
 });
+
+Deno.test({
+  name:
+    "ReconnectingClient: killed bus subscriptions (CLIENT KILL TYPE pubsub) cost no resync: Redis numbers on, and the gap is filled from the stream",
+  ignore: !REDIS_AVAILABLE,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 2, { websocket: { protocol: "json" } });
+    const [a, b] = cluster.relays;
+    const apps = [new Application(a.url), new Application(b.url)];
+    for (const app of apps) app.client.subscribe("numbers");
+    await Promise.all(apps.map((app) => app.answer(0)));
+    let n = 0;
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 3; i++) await a.hub.publish("numbers", ++n);
+      await redis.command("CLIENT", "KILL", "TYPE", "pubsub");
+    }
+    await a.hub.publish("numbers", ++n);
+    await Promise.all(apps.map((app) => app.untilSeen(n)));
+    for (const app of apps) {
+      assert.deepEqual(app.seen, Array.from({ length: n }, (_, i) => i + 1));
+      assert.deepEqual(app.resyncs, []);
+      app.client.close();
+    }
+  },
+});
