@@ -16,7 +16,10 @@
  * times with the publisher on a relay that has no subscribers); FLUSHALL of
  * a quiet channel; Redis stopped (SIGSTOP) and asleep (`DEBUG SLEEP`); the
  * relays' bus subscriptions killed (`CLIENT KILL TYPE pubsub`); and the
- * publisher's relay shut down while it publishes.
+ * publisher's relay shut down while it publishes. Two raw-mode faults (Redis
+ * killed, subscriptions killed) check the other promise of raw mode: every
+ * frame a client of another relay missed is counted in
+ * `websocket_broker_dropped_total`, exactly.
  *
  * Usage: deno task chaos [--quick] [--fault NAME]...
  *
@@ -30,7 +33,8 @@ import { Application, judge, type Judgement } from "../tests/delivery.ts";
 import { CuttableProxy, freePort } from "../tests/helpers.ts";
 import { RelayProcess } from "../tests/process.ts";
 import { RedisServer } from "../tests/redis.ts";
-import { bounded, within } from "../tests/wait.ts";
+import { parseSamples } from "../tests/helpers.ts";
+import { Conditions, within } from "../tests/wait.ts";
 
 /** The channel every application follows and the publisher publishes to. */
 const CHANNEL = "chaos";
@@ -61,12 +65,19 @@ export interface Fault {
   publishTo?: number[];
   /** `broker.required` on every relay. */
   required?: boolean;
+  /**
+   * Raw frames instead of `json` channels: no seq, no recovery, so what is
+   * judged is that every frame a client of another relay missed is counted
+   * in `websocket_broker_dropped_total`, and nothing else is missed.
+   */
+  raw?: boolean;
   inject(world: World, pace: Pace): Promise<void>;
 }
 
 /** One relay process, where it listens, and the proxy its applications go through. */
 interface RelaySlot {
   port: number;
+  metricsPort: number;
   process: RelayProcess | undefined;
   proxy: CuttableProxy;
 }
@@ -87,13 +98,15 @@ class Publisher {
   #target = 0;
   #stopped = false;
   #loop: Promise<void> | undefined;
-  #waiters: { count: number; resolve: () => void }[] = [];
+  readonly #conditions = new Conditions();
   readonly #ports: number[];
   readonly #gapMs: number;
+  readonly #raw: boolean;
 
-  constructor(ports: number[], gapMs: number) {
+  constructor(ports: number[], gapMs: number, raw: boolean) {
     this.#ports = ports;
     this.#gapMs = gapMs;
+    this.#raw = raw;
   }
 
   start(): void {
@@ -114,9 +127,11 @@ class Publisher {
   /** Resolves once `more` further numbers have been accepted. */
   more(more: number, what = `${more} more accepted publishes`): PromiseLike<void> {
     const count = this.accepted.length + more;
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#waiters.push({ count, resolve });
-    return bounded(promise, `${what} (${this.accepted.length} so far)`, 30_000);
+    return this.#conditions.when(
+      () => this.accepted.length >= count,
+      () => `${what} (${this.accepted.length} accepted, ${this.refused.size} refused)`,
+      30_000,
+    );
   }
 
   /** Publishes the next number once; returns it if it was accepted. */
@@ -127,17 +142,14 @@ class Publisher {
       const response = await fetch(`http://127.0.0.1:${port}/api/publish`, {
         method: "POST",
         headers: { authorization: `Bearer ${PUBLISH_KEY}` },
-        body: JSON.stringify({ channel: CHANNEL, data: n }),
+        // Raw mode with one room: the frame is the data's JSON text, to everyone.
+        body: JSON.stringify(this.#raw ? { data: n } : { channel: CHANNEL, data: n }),
         signal: AbortSignal.timeout(5000),
       });
       await response.body?.cancel();
       if (response.status === 202) {
         this.accepted.push(n);
-        this.#waiters = this.#waiters.filter(({ count, resolve }) => {
-          if (this.accepted.length < count) return true;
-          resolve();
-          return false;
-        });
+        this.#conditions.changed();
         return n;
       }
       this.refused.add(n);
@@ -158,27 +170,64 @@ class Publisher {
   }
 }
 
+/** A plain WebSocket client of a raw relay: the numbers it receives, in order. */
+class RawListener {
+  readonly seen: number[] = [];
+  readonly #socket: WebSocket;
+  readonly #conditions = new Conditions();
+
+  private constructor(socket: WebSocket) {
+    this.#socket = socket;
+    socket.onmessage = ({ data }) => {
+      this.seen.push(Number(data));
+      this.#conditions.changed();
+    };
+  }
+
+  static async open(url: string): Promise<RawListener> {
+    const socket = new WebSocket(url);
+    await within(
+      new Promise((resolve, reject) => {
+        socket.onopen = resolve;
+        socket.onerror = () => reject(new Error(`cannot connect to ${url}`));
+      }),
+      `connecting to ${url}`,
+    );
+    return new RawListener(socket);
+  }
+
+  untilSeen(n: number, ms: number): PromiseLike<void> {
+    return this.#conditions.when(() => this.seen.includes(n), `frame ${n}`, ms);
+  }
+
+  close(): void {
+    this.#socket.close();
+  }
+}
+
 /** Redis, the relays, their proxies, the applications and the publisher of one fault. */
 export class World implements AsyncDisposable {
   /** Replaced when a fault restarts it. */
   redis: RedisServer;
   readonly slots: RelaySlot[];
   readonly apps: Application[] = [];
+  /** With a raw fault: the clients, and the index of the relay each is on. */
+  readonly listeners: { listener: RawListener; relay: number }[] = [];
   readonly publisher: Publisher;
+  readonly fault: Fault;
   readonly #dir: string;
-  readonly #required: boolean;
 
   private constructor(
     redis: RedisServer,
     slots: RelaySlot[],
     dir: string,
-    required: boolean,
+    fault: Fault,
     publisher: Publisher,
   ) {
     this.redis = redis;
     this.slots = slots;
     this.#dir = dir;
-    this.#required = required;
+    this.fault = fault;
     this.publisher = publisher;
   }
 
@@ -188,17 +237,23 @@ export class World implements AsyncDisposable {
     const dir = await Deno.makeTempDir({ prefix: "relay-chaos-" });
     const ports = Array.from({ length: fault.relays ?? 2 }, () => freePort());
     const slots: RelaySlot[] = [];
-    const publisher = new Publisher((fault.publishTo ?? [0]).map((i) => ports[i]), pace.gapMs);
-    const world = new World(redis, slots, dir, fault.required ?? false, publisher);
+    const publishTo = (fault.publishTo ?? [0]).map((i) => ports[i]);
+    const publisher = new Publisher(publishTo, pace.gapMs, fault.raw ?? false);
+    const world = new World(redis, slots, dir, fault, publisher);
     try {
       for (const [i, port] of ports.entries()) {
         // Its own relay first, then the others: applications move when it is gone.
         const targets = [port, ...ports.filter((other) => other !== port)];
-        slots.push({ port, process: undefined, proxy: await CuttableProxy.start(targets) });
+        const proxy = await CuttableProxy.start(targets);
+        slots.push({ port, metricsPort: freePort(), process: undefined, proxy });
         await world.startRelay(i);
       }
       for (const i of fault.appsOn ?? ports.keys()) {
-        for (let k = 0; k < 2; k++) world.apps.push(world.#application(slots[i].proxy.port));
+        for (let k = 0; k < 2; k++) {
+          const url = `ws://127.0.0.1:${slots[i].proxy.port}/`;
+          if (fault.raw) world.listeners.push({ listener: await RawListener.open(url), relay: i });
+          else world.apps.push(world.#application(url));
+        }
       }
       await Promise.all(world.apps.map((app) => app.answer(0)));
     } catch (error) {
@@ -216,12 +271,12 @@ export class World implements AsyncDisposable {
       config,
       [
         `server: {host: 127.0.0.1, port: ${slot.port}, shutdown_timeout: 5s}`,
-        "websocket: {protocol: json}",
+        `websocket: {protocol: ${this.fault.raw ? "raw" : "json"}}`,
         "channels: {history_size: 100000, history_ttl: 10m}",
         `auth: {publish_keys: [${PUBLISH_KEY}]}`,
         `broker: {type: redis, url: "${this.redis.url}", prefix: "chaos:", ` +
-        `required: ${this.#required}, ping_interval: 250ms, timeout: 750ms}`,
-        "metrics: {enabled: false}",
+        `required: ${this.fault.required ?? false}, ping_interval: 250ms, timeout: 750ms}`,
+        `metrics: {host: 127.0.0.1, port: ${slot.metricsPort}}`,
       ].join("\n"),
     );
     const { relay } = await RelayProcess.start(["-config-file", config]);
@@ -241,13 +296,24 @@ export class World implements AsyncDisposable {
     await Promise.all(this.running.map((relay) => relay.waitFor(repeated, 15_000)));
   }
 
+  /** `websocket_broker_dropped_total`, summed over the running relays. */
+  async dropped(): Promise<number> {
+    let total = 0;
+    for (const slot of this.slots) {
+      if (slot.process === undefined) continue;
+      const text = await (await fetch(`http://127.0.0.1:${slot.metricsPort}/metrics`)).text();
+      total += parseSamples(text).get("websocket_broker_dropped_total") ?? 0;
+    }
+    return total;
+  }
+
   /** Every application's proxy. */
   get proxies(): CuttableProxy[] {
     return this.slots.map(({ proxy }) => proxy);
   }
 
-  #application(port: number): Application {
-    const app = new Application(`ws://127.0.0.1:${port}/`, {
+  #application(url: string): Application {
+    const app = new Application(url, {
       initialDelayMs: 50,
       maxDelayMs: 500,
       pingIntervalMs: 500,
@@ -261,6 +327,7 @@ export class World implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.publisher.stop();
     for (const app of this.apps) app.client.close();
+    for (const { listener } of this.listeners) listener.close();
     for (const slot of this.slots) {
       await slot.process?.[Symbol.asyncDispose]();
       await slot.proxy[Symbol.asyncDispose]();
@@ -279,6 +346,14 @@ async function restartRedis(world: World, times: number, pace: Pace): Promise<vo
   await pause(pace.stallMs / 2);
   world.redis = await RedisServer.start(port);
   await world.logged(/broker: connected/, times + 1);
+}
+
+/** Kills every bus subscription (the relays') three times while publishing goes on. */
+async function killSubscriptions(world: World, pace: Pace): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    await world.redis.command("CLIENT", "KILL", "TYPE", "pubsub");
+    await world.publisher.more(pace.after / 3);
+  }
 }
 
 /** Every fault of the suite, in the order they run. */
@@ -361,15 +436,7 @@ export const FAULTS: Fault[] = [
       await world.redis.command("DEBUG", "SLEEP", String(pace.stallMs / 1000));
     },
   },
-  {
-    name: "CLIENT KILL TYPE pubsub",
-    async inject(world, pace) {
-      for (let i = 0; i < 3; i++) {
-        await world.redis.command("CLIENT", "KILL", "TYPE", "pubsub");
-        await world.publisher.more(pace.after / 3);
-      }
-    },
-  },
+  { name: "CLIENT KILL TYPE pubsub", inject: killSubscriptions },
   {
     name: "publisher's relay shut down (SIGTERM) while publishing",
     publishTo: [0, 1],
@@ -381,6 +448,12 @@ export const FAULTS: Fault[] = [
       await world.publisher.more(pace.after / 2);
     },
   },
+  {
+    name: "raw: Redis SIGKILL, restarted",
+    raw: true,
+    inject: (world, pace) => restartRedis(world, 1, pace),
+  },
+  { name: "raw: CLIENT KILL TYPE pubsub", raw: true, inject: killSubscriptions },
 ];
 
 /** The faults the test suite runs: one of each kind, seconds each. */
@@ -407,6 +480,10 @@ export interface Row {
   explainedGaps: number;
   refusedDelivered: number;
   resyncs: number;
+  /** Raw faults: frames each client of another relay missed (`a..b` when they differ). */
+  lost?: string;
+  /** Raw faults: `websocket_broker_dropped_total` summed over the relays. */
+  counted?: number;
   pass: boolean;
   /** What went wrong when the fault could not be run to its end (a wait that expired). */
   error?: string;
@@ -433,31 +510,57 @@ export async function runFault(fault: Fault, pace: Pace): Promise<Row> {
   }
   await publisher.stop();
   // Every application must be back and following: each gets a marker, or the fault fails.
+  const followers = [
+    ...apps.map((app) => (n: number) => app.untilSeen(n, 3000)),
+    ...world.listeners.map(({ listener }) => (n: number) => listener.untilSeen(n, 3000)),
+  ];
   let marked = false;
   for (let attempt = 0; attempt < 10 && !marked; attempt++) {
     const marker = await publisher.publish();
     if (marker === undefined) continue;
-    marked = await Promise.all(apps.map((app) => app.untilSeen(marker, 3000)))
+    marked = await Promise.all(followers.map((until) => until(marker)))
       .then(() => true, () => false);
   }
-  const judgements: Judgement[] = apps.map((app) =>
-    judge(publisher.accepted, app.log, publisher.refused)
+  const logs = [
+    ...apps.map((app) => app.log),
+    ...world.listeners.map(({ listener }) => listener.seen),
+  ];
+  const judgements: Judgement[] = logs.map((log) =>
+    judge(publisher.accepted, log, publisher.refused)
   );
   const sum = (key: keyof Judgement) =>
     judgements.reduce((total, judgement) => total + Number(judgement[key]), 0);
+  let pass = error === undefined && marked && judgements.every((judgement) => judgement.pass);
+  let raw: Pick<Row, "lost" | "counted"> = {};
+  if (fault.raw) {
+    // No resyncs in raw mode: a gap is a loss, and every loss must be counted.
+    const counted = await world.dropped();
+    const publishing = fault.publishTo?.[0] ?? 0;
+    const remote = world.listeners.flatMap(({ relay }, i) =>
+      relay === publishing ? [] : [judgements[i].silentGaps]
+    );
+    const local = world.listeners.flatMap(({ relay }, i) =>
+      relay === publishing ? [judgements[i].silentGaps] : []
+    );
+    const [least, most] = [Math.min(...remote), Math.max(...remote)];
+    raw = { lost: least === most ? String(least) : `${least}..${most}`, counted };
+    pass = error === undefined && marked && sum("duplicates") + sum("reordered") === 0 &&
+      local.every((lost) => lost === 0) && remote.every((lost) => lost === counted);
+  }
   return {
     fault: fault.name,
     messages: publisher.accepted.length,
     refused: publisher.refused.size,
-    apps: apps.length,
+    apps: logs.length,
     delivered: sum("delivered"),
     duplicates: sum("duplicates"),
     reordered: sum("reordered"),
-    silentGaps: sum("silentGaps"),
+    silentGaps: fault.raw ? 0 : sum("silentGaps"),
     explainedGaps: sum("explainedGaps"),
     refusedDelivered: sum("refusedDelivered"),
     resyncs: apps.reduce((total, app) => total + app.resyncs.length, 0),
-    pass: error === undefined && marked && judgements.every((judgement) => judgement.pass),
+    ...raw,
+    pass,
     error: error ?? (marked ? undefined : "an application never got a marker after the fault"),
     seconds: (performance.now() - started) / 1000,
   };
@@ -483,8 +586,17 @@ export async function runChaos(
   return rows;
 }
 
-/** The rows as a markdown table. */
+/** The rows as markdown tables: `json` faults, then raw ones if any. */
 export function table(rows: Row[]): string {
+  const json = rows.filter((row) => row.counted === undefined);
+  const raw = rows.filter((row) => row.counted !== undefined);
+  const tables = [];
+  if (json.length > 0) tables.push(jsonTable(json));
+  if (raw.length > 0) tables.push(rawTable(raw));
+  return tables.join("\n\n");
+}
+
+function jsonTable(rows: Row[]): string {
   const head = [
     "fault",
     "messages",
@@ -511,6 +623,38 @@ export function table(rows: Row[]): string {
     row.resyncs,
     row.pass ? "pass" : `FAIL${row.refusedDelivered > 0 ? " (a 503 arrived)" : ""}`,
   ]);
+  return markdown(head, lines);
+}
+
+/** Raw faults: what clients of another relay lost against what the relays counted. */
+function rawTable(rows: Row[]): string {
+  const head = [
+    "raw fault",
+    "messages",
+    "apps",
+    "delivered",
+    "lost per client of another relay",
+    "websocket_broker_dropped_total",
+    "duplicates",
+    "reordered",
+    "verdict",
+  ];
+  const lines = rows.map((row) => [
+    row.fault,
+    row.messages,
+    row.apps,
+    `${row.delivered}/${row.messages * row.apps}`,
+    row.lost!,
+    row.counted!,
+    row.duplicates,
+    row.reordered,
+    row.pass ? "pass" : "FAIL",
+  ]);
+  return markdown(head, lines);
+}
+
+/** A markdown table, numbers right-aligned. */
+function markdown(head: string[], lines: (string | number)[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => String(l[i]).length)));
   const format = (cells: (string | number)[]) =>
     `| ${

@@ -12,7 +12,7 @@ import {
   ReconnectingClient,
   type ReconnectingClientOptions,
 } from "../reconnecting_client.ts";
-import { bounded } from "./wait.ts";
+import { Conditions } from "./wait.ts";
 
 /** One thing the application saw: a number delivered, or a resync of its channel. */
 export type Seen = number | "resync";
@@ -36,7 +36,7 @@ export class Application {
   connects = 0;
   /** `recovered` of each `subscribed` answer. */
   readonly subscribed: (boolean | undefined)[] = [];
-  #waiters: { test: () => boolean; resolve: () => void }[] = [];
+  readonly #conditions = new Conditions();
 
   /**
    * Connects to `url` with quick retries (5 ms doubling to 20 ms) unless
@@ -49,36 +49,33 @@ export class Application {
       ...options,
       onConnect: () => {
         this.connects++;
-        this.#changed();
+        this.#conditions.changed();
       },
       onDisconnect: (event) => {
         this.disconnects.push(event.code);
         options.onDisconnect?.(event);
-        this.#changed();
+        this.#conditions.changed();
       },
       onMessage: (message: ChannelMessage) => {
         this.seen.push(message.data as number);
         this.log.push(message.data as number);
-        this.#changed();
+        this.#conditions.changed();
       },
       onResync: (channel) => {
         this.resyncs.push(channel);
         this.log.push("resync");
-        this.#changed();
+        this.#conditions.changed();
       },
       onSubscribed: (_channel, recovered) => {
         this.subscribed.push(recovered);
-        this.#changed();
+        this.#conditions.changed();
       },
     });
   }
 
   /** Resolves once `test` holds (now or after a later event); fails naming `what` after the wait. */
   when(test: () => boolean, what: string, ms?: number): PromiseLike<void> {
-    if (test()) return Promise.resolve();
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#waiters.push({ test, resolve });
-    return bounded(promise, `${what} (seen ${this.#summary()})`, ms);
+    return this.#conditions.when(test, () => `${what} (seen ${this.#summary()})`, ms);
   }
 
   /** Resolves once `count` numbers have been delivered in total. */
@@ -95,14 +92,6 @@ export class Application {
   /** Resolves once `n` has been delivered. */
   untilSeen(n: number, ms?: number): PromiseLike<void> {
     return this.when(() => this.seen.includes(n), `number ${n}`, ms);
-  }
-
-  #changed(): void {
-    this.#waiters = this.#waiters.filter(({ test, resolve }) => {
-      if (!test()) return true;
-      resolve();
-      return false;
-    });
   }
 
   #summary(): string {
