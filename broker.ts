@@ -31,7 +31,8 @@
  *   kernel's retransmission timeout. Redis keeps numbering while the
  *   commands connection answers and the bus subscription has been lost for
  *   less than `timeout`: a subscription killed for a moment costs local
- *   clients a short delay and a seq gap they fill from the stream.
+ *   clients a short delay; once it is back the hub catches up from each
+ *   channel's stream what went by meanwhile ({@link Hub.catchUp}).
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
  *   others (`websocket_broker_dropped_total`, which also counts, at each
@@ -437,8 +438,13 @@ export class RedisBroker implements HubLink {
     const subscriber = this.#connections[1];
     const subscribed = subscriber.ready && subscriber.answering;
     const now = performance.now();
-    if (subscribed) this.#subscriptionLostAt = undefined;
-    else this.#subscriptionLostAt ??= now;
+    if (subscribed && this.#subscriptionLostAt !== undefined) {
+      this.#subscriptionLostAt = undefined;
+      // Back on the bus: fetch what went by meanwhile rather than wait for a gap to show.
+      this.#hub?.catchUp();
+    } else if (!subscribed) {
+      this.#subscriptionLostAt ??= now;
+    }
     const lost = this.#subscriptionLostAt;
     const sequencing = this.#publishing && (lost === undefined || now - lost <= this.#timeoutMs);
     if (sequencing !== this.#sequencing) {

@@ -148,6 +148,8 @@ type HubEvent =
     command: Extract<Command, { type: "subscribe" }>;
     recovery: Recovery | undefined;
   }
+  | { kind: "catch-up" }
+  | { kind: "caught-up"; name: string; recovery: Recovery }
   | { kind: "shutdown"; done: () => void };
 
 /** A channel's members, and in `json` mode its sequence and history. */
@@ -325,6 +327,17 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /**
+   * Fetches, for each `json` channel this hub delivers, what the link's
+   * history holds after the last message it delivered. The broker calls it
+   * when its bus subscription is back after a loss: a message published
+   * meanwhile then reaches clients now, not when the channel's next one
+   * reveals the gap (which, on a quiet channel, may be never).
+   */
+  catchUp(): void {
+    this.#push({ kind: "catch-up" });
+  }
+
+  /**
    * Delivers what is already queued, then closes every client with 1001
    * (counted as `shutdown`) and stops the loop. Clients that register later
    * are closed the same way. Resolves once the loop has stopped.
@@ -370,6 +383,10 @@ export class Hub extends EventTarget implements ClientHost {
       case "remote":
         for (const message of event.messages) this.#remote(message);
         return;
+      case "catch-up":
+        return this.#catchUp();
+      case "caught-up":
+        return this.#caughtUp(event.name, event.recovery);
       case "recovered":
         return this.#recovered(event.client, event.command, event.recovery);
       case "register":
@@ -489,6 +506,35 @@ export class Hub extends EventTarget implements ClientHost {
     if (channel.lastSeq < last && channel.epoch === state.epoch) channel.floors.set(client, last);
   }
 
+  #catchUp(): void {
+    const link = this.#link;
+    if (link?.recover === undefined) return;
+    for (const [name, channel] of this.#channels) {
+      if (channel.numbering || channel.epoch === "" || channel.members.size === 0) continue;
+      link.recover(name, channel.lastSeq).then(
+        (recovery) => this.#push({ kind: "caught-up", name, recovery }),
+        // The broker is gone again: the channel's next message will show the gap.
+        () => {},
+      );
+    }
+  }
+
+  /**
+   * Delivers what the history holds after the channel's last message, as if
+   * from the bus. Entries of the bus meanwhile come first or are skipped as
+   * already delivered; a history of another epoch says nothing about this one.
+   * (Entries carry no sender: with echo off, a sender may get its own message back here.)
+   */
+  #caughtUp(name: string, recovery: Recovery): void {
+    const channel = this.#channels.get(name);
+    if (channel === undefined || channel.numbering || channel.epoch !== recovery.epoch) return;
+    for (const entry of recovery.entries) {
+      if (entry.seq <= channel.lastSeq) continue;
+      channel.lastSeq = entry.seq;
+      this.#fanOut(name, encoded(entry), undefined, entry.seq);
+    }
+  }
+
   /**
    * A channel's state as this hub alone knows it (the broker is down or did
    * not answer in time): the last seq it delivered under that seq's epoch.
@@ -587,6 +633,8 @@ export class Hub extends EventTarget implements ClientHost {
       // meanwhile, so its clients, who moved on, would get it out of order. They resync when
       // the channel's next numbering arrives; other instances' clients get it in order.
       if (channel.numbering && epoch === channel.left) return;
+      // Delivered already, by a catch-up from the broker's history.
+      if (this.#brokered && epoch === channel.epoch && seq <= channel.lastSeq) return;
       // Floors name seqs of the numbering they were set in.
       if (channel.epoch !== epoch) channel.floors.clear();
       channel.epoch = epoch;
