@@ -108,12 +108,16 @@ return {seq, epoch, entries}
 `;
 
 /**
- * Ends a channel's numbering and starts a new one (ARGV[1] is the nonce):
- * for a channel whose order this instance can no longer vouch for.
+ * Ends a channel's numbering and starts a new one (ARGV[1] is the nonce),
+ * for a channel whose order this instance can no longer vouch for, and says
+ * so on the bus (ARGV[2]), so every instance tells its subscribers now,
+ * not at the channel's next message (a quiet channel might have none).
  */
 const ROTATE_SCRIPT = EPOCH_LUA + `
 redis.call('HDEL', KEYS[1], 'epoch')
-return epoch_of(ARGV[1])
+local epoch = epoch_of(ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'N' .. ARGV[3] .. '\\n' .. epoch)
+return epoch
 `;
 
 /** Options for {@link RedisBroker}. */
@@ -176,6 +180,8 @@ export class RedisBroker implements HubLink {
    * would fork the channel and resync every client of every instance.
    */
   #sequencing = false;
+  /** Whether the bus went by unheard since the hub last caught up. */
+  #missedBus = false;
   /** Since when the subscription has not been usable (from the start, until it first is). */
   #subscriptionLostAt: number | undefined = performance.now();
   /**
@@ -438,12 +444,10 @@ export class RedisBroker implements HubLink {
     const subscriber = this.#connections[1];
     const subscribed = subscriber.ready && subscriber.answering;
     const now = performance.now();
-    if (subscribed && this.#subscriptionLostAt !== undefined) {
-      this.#subscriptionLostAt = undefined;
-      // Back on the bus: fetch what went by meanwhile rather than wait for a gap to show.
-      this.#hub?.catchUp();
-    } else if (!subscribed) {
+    if (subscribed) this.#subscriptionLostAt = undefined;
+    else {
       this.#subscriptionLostAt ??= now;
+      this.#missedBus = true;
     }
     const lost = this.#subscriptionLostAt;
     const sequencing = this.#publishing && (lost === undefined || now - lost <= this.#timeoutMs);
@@ -458,6 +462,11 @@ export class RedisBroker implements HubLink {
     }
     const up = this.#publishing && subscribed;
     this.#up = up;
+    if (up && this.#missedBus) {
+      // Back on the bus: fetch what went by meanwhile rather than wait for a gap to show.
+      this.#missedBus = false;
+      this.#hub?.catchUp();
+    }
     // Down is reported with a reason: a connection that is merely not ready yet is not news.
     if (!this.#closed && (up || why !== "")) this.#report(up, why);
   }
@@ -473,7 +482,7 @@ export class RedisBroker implements HubLink {
   #rotate(channel: string): void {
     this.#publisher.eval(ROTATE_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
-      arguments: [this.#nonce],
+      arguments: [this.#nonce, this.#bus, channel],
     }).catch(() => this.#forked.add(channel));
   }
 
@@ -497,6 +506,12 @@ export class RedisBroker implements HubLink {
 
   #receive(message: Buffer): void {
     const hub = this.#hub!;
+    if (message[0] === RENUMBERED_TAG) {
+      const text = message.toString("utf8", 1);
+      const at = text.indexOf("\n");
+      hub.renumbered(text.slice(0, at), text.slice(at + 1), 0);
+      return;
+    }
     if (message[0] === JSON_TAG) {
       const text = message.toString("utf8", 1);
       const parts = text.split("\n", 7);
@@ -542,6 +557,7 @@ export class RedisBroker implements HubLink {
 
 const RAW_TAG = 0x52; // "R"
 const JSON_TAG = 0x4a; // "J"
+const RENUMBERED_TAG = 0x4e; // "N"
 const HEAD_BYTES = 15;
 
 /**

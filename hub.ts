@@ -150,6 +150,7 @@ type HubEvent =
   }
   | { kind: "catch-up" }
   | { kind: "caught-up"; name: string; recovery: Recovery }
+  | { kind: "renumbered"; name: string; epoch: string; seq: number }
   | { kind: "shutdown"; done: () => void };
 
 /** A channel's members, and in `json` mode its sequence and history. */
@@ -164,8 +165,12 @@ interface Channel {
   epoch: string;
   /** Whether this hub numbers the channel under `epoch` (always, without a broker). */
   numbering: boolean;
-  /** The broker's epoch this hub left to number the channel locally, if it did. */
-  left: string | undefined;
+  /**
+   * The last few epochs the channel moved on from, newest last. Epochs only
+   * ever move forward, so a message of one of these is late (sent before a
+   * stall, numbered after) and would reach clients after newer ones.
+   */
+  readonly retired: string[];
   readonly history: History | undefined;
   /** Members whose recovery from a broker is in flight: their live messages wait here. */
   readonly pending: Map<Client, HistoryEntry[]>;
@@ -338,6 +343,16 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /**
+   * The broker says `channel`'s numbering is now `epoch`, at `seq`, and what
+   * came before under another epoch may be incomplete (another instance
+   * numbered messages on its own, or Redis lost its data). Subscribers hear
+   * it at once, as a `subscribed` with `recovered: false`.
+   */
+  renumbered(channel: string, epoch: string, seq: number): void {
+    this.#push({ kind: "renumbered", name: channel, epoch, seq });
+  }
+
+  /**
    * Delivers what is already queued, then closes every client with 1001
    * (counted as `shutdown`) and stops the loop. Clients that register later
    * are closed the same way. Resolves once the loop has stopped.
@@ -387,6 +402,8 @@ export class Hub extends EventTarget implements ClientHost {
         return this.#catchUp();
       case "caught-up":
         return this.#caughtUp(event.name, event.recovery);
+      case "renumbered":
+        return this.#renumbered(event.name, event.epoch, event.seq);
       case "recovered":
         return this.#recovered(event.client, event.command, event.recovery);
       case "register":
@@ -509,8 +526,9 @@ export class Hub extends EventTarget implements ClientHost {
   #catchUp(): void {
     const link = this.#link;
     if (link?.recover === undefined) return;
+    // Channels numbered here meanwhile too: Redis numbers them again, under an epoch to learn.
     for (const [name, channel] of this.#channels) {
-      if (channel.numbering || channel.epoch === "" || channel.members.size === 0) continue;
+      if (channel.epoch === "" || channel.members.size === 0) continue;
       link.recover(name, channel.lastSeq).then(
         (recovery) => this.#push({ kind: "caught-up", name, recovery }),
         // The broker is gone again: the channel's next message will show the gap.
@@ -527,11 +545,32 @@ export class Hub extends EventTarget implements ClientHost {
    */
   #caughtUp(name: string, recovery: Recovery): void {
     const channel = this.#channels.get(name);
-    if (channel === undefined || channel.numbering || channel.epoch !== recovery.epoch) return;
+    if (channel === undefined || channel.epoch === "") return;
+    // Renumbered while the bus was out of reach (Redis lost its data, or was given a new epoch).
+    if (channel.epoch !== recovery.epoch) {
+      return this.#renumbered(name, recovery.epoch, recovery.seq);
+    }
     for (const entry of recovery.entries) {
       if (entry.seq <= channel.lastSeq) continue;
       channel.lastSeq = entry.seq;
       this.#fanOut(name, encoded(entry), undefined, entry.seq);
+    }
+  }
+
+  /**
+   * Tells the channel's subscribers that its numbering changed under them:
+   * an unasked `subscribed` with `recovered: false` at the new position
+   * (clients whose own subscribe is in flight get its answer instead).
+   */
+  #renumbered(name: string, epoch: string, seq: number): void {
+    const channel = this.#channels.get(name);
+    // Old news: a catch-up that read Redis before the channel moved on.
+    if (channel === undefined || channel.epoch === epoch || channel.retired.includes(epoch)) return;
+    channel.numbering = false;
+    this.#moveTo(channel, epoch, seq);
+    const notice = encodeSubscribed({ channel: name, seq, epoch, recovered: false });
+    for (const member of channel.members) {
+      if (!channel.pending.has(member)) member.reply(notice);
     }
   }
 
@@ -553,11 +592,20 @@ export class Hub extends EventTarget implements ClientHost {
    * message that another instance, or Redis, numbered too.
    */
   #numberLocally(channel: Channel): void {
-    channel.left = channel.epoch;
-    channel.epoch = `local-${crypto.randomUUID().slice(0, 8)}`;
-    channel.lastSeq = 0;
+    this.#moveTo(channel, `local-${crypto.randomUUID().slice(0, 8)}`, 0);
     channel.numbering = true;
-    channel.floors.clear();
+  }
+
+  /** Moves `channel` to another numbering, at `seq`; the one it leaves is retired. */
+  #moveTo(channel: Channel, epoch: string, seq: number): void {
+    if (channel.epoch !== epoch) {
+      if (channel.epoch !== "") channel.retired.push(channel.epoch);
+      if (channel.retired.length > 4) channel.retired.shift();
+      // Floors name seqs of the numbering they were set in.
+      channel.floors.clear();
+      channel.epoch = epoch;
+    }
+    channel.lastSeq = seq;
   }
 
   /**
@@ -629,17 +677,16 @@ export class Hub extends EventTarget implements ClientHost {
     if (seq !== undefined) {
       // A replica of the sequencing hub's history, so clients here recover locally.
       const channel = this.#channel(room);
-      // Sent to Redis before it stalled and numbered after: older than what this hub numbered
-      // meanwhile, so its clients, who moved on, would get it out of order. They resync when
-      // the channel's next numbering arrives; other instances' clients get it in order.
-      if (channel.numbering && epoch === channel.left) return;
-      // Delivered already, by a catch-up from the broker's history.
-      if (this.#brokered && epoch === channel.epoch && seq <= channel.lastSeq) return;
-      // Floors name seqs of the numbering they were set in.
-      if (channel.epoch !== epoch) channel.floors.clear();
-      channel.epoch = epoch;
-      if (this.#brokered) channel.numbering = false;
-      channel.lastSeq = seq;
+      if (this.#brokered) {
+        // Sent to Redis before it stalled and numbered after this hub moved on (to its own
+        // numbering, or Redis's next): its clients would get it after newer messages. They
+        // were told to resync when the channel moved on; other instances' clients get it.
+        if (channel.retired.includes(epoch)) return;
+        // Delivered already, by a catch-up from the broker's history.
+        if (epoch === channel.epoch && seq <= channel.lastSeq) return;
+        channel.numbering = false;
+      }
+      this.#moveTo(channel, epoch, seq);
       const message = new Outbound(data, bytes);
       channel.history?.push({ seq, time: time!, frame: data as string, message });
       this.#fanOut(room, message, skip, seq);
@@ -712,7 +759,7 @@ export class Hub extends EventTarget implements ClientHost {
         lastSeq: 0,
         epoch: this.#brokered ? "" : this.epoch,
         numbering: !this.#brokered,
-        left: undefined,
+        retired: [],
         history,
         pending: new Map(),
         floors: new Map(),

@@ -8,7 +8,8 @@
  * the Go hub sends it; optional `since` and `epoch` to recover), `unsubscribe`,
  * `publish` (`channel`, `data`), `ping`; each may carry an `id` that the
  * reply echoes. Server to client: `message`, `subscribed`, `unsubscribed`,
- * `pong`, `error`.
+ * `pong`, `error`; a `subscribed` with `recovered: false` also comes unasked
+ * when a channel's numbering restarted under its subscribers (see hub.ts).
  *
  * @module
  */

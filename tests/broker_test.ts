@@ -285,6 +285,7 @@ Deno.test({
       assert.equal(onA.reply.epoch, onB.reply.epoch, "one numbering in Redis");
       let epoch = onA.reply.epoch;
       let n = 0;
+      // Told at once when the relays see it (they lost Redis); else with the next message.
       const losses = [
         ["FLUSHALL", () => redis.command("FLUSHALL")],
         ["restart", async () => {
@@ -307,6 +308,13 @@ Deno.test({
         }
         seq += 2;
         await lose();
+        if (loss === "restart") {
+          const notices = await Promise.all([parse(onA.client), parse(onB.client)]);
+          for (const notice of notices) {
+            assert.deepEqual([notice.type, notice.recovered, notice.seq], ["subscribed", false, 0]);
+            assert.notEqual(notice.epoch, epoch);
+          }
+        }
         await b.hub.publish("quiet", ++n);
         const after = await Promise.all([parse(onA.client), parse(onB.client)]);
         assert.equal(after[0].seq, 1, `${loss}: the numbering restarts`);
@@ -377,11 +385,21 @@ Deno.test({
     const up = brokerState(a, true);
     path.forward();
     await up;
+    // Told at once, on both relays, though nothing is published: a new numbering in Redis.
+    const notice = await parse(onB.client);
+    assert.deepEqual({ ...notice, epoch: undefined }, {
+      type: "subscribed",
+      channel: "ops",
+      seq: 0,
+      epoch: undefined,
+      recovered: false,
+    });
+    assert.ok(![redisEpoch, two.epoch].includes(notice.epoch));
+    assert.deepEqual(await parse(onA.client), notice);
     await a.hub.publish("ops", "three");
     const three = await parse(onA.client);
     assert.deepEqual(await parse(onB.client), three, "B's next message is A's");
-    assert.equal(three.seq, 1);
-    assert.ok(![redisEpoch, two.epoch].includes(three.epoch), "a new numbering in Redis");
+    assert.deepEqual([three.seq, three.epoch], [1, notice.epoch]);
     const late = await subscribe(b, "ops", 2, redisEpoch);
     assert.equal(late.reply.recovered, false, "the old numbering missed A's local message");
     await Promise.all([onA, onB, stuck, local, late].map(({ client }) => client.close()));
@@ -429,18 +447,25 @@ Deno.test({
     await Promise.all([brokerState(a, true), brokerState(b, true)]);
     assert.equal((await fetch(`${httpBase(a)}readyz`)).status, 200);
     await a.hub.publish("feed", "after");
-    // B's client gets the backlog (600 KiB at once, over its budget, and it reads it all), then
-    // A's next message under a new epoch: A forked the channel.
-    const seqs: number[] = [];
-    let message;
-    while ((message = await parse(onB.client)).data === big) seqs.push(message.seq);
-    assert.deepEqual(seqs, Array.from({ length: backlog }, (_, i) => i + 2), "the backlog");
-    const after = message;
-    assert.equal(after.data, "after");
+    const until = async (client: TestClient, data: string) => {
+      const seen = [];
+      while (seen.at(-1)?.data !== data) seen.push(await parse(client));
+      return seen;
+    };
+    // B's client gets the backlog (600 KiB at once, over its budget, and it reads it all), is
+    // told of the new numbering (A forked the channel), then gets A's next message in it.
+    const onBAfter = await until(onB.client, "after");
+    const backlogSeqs = onBAfter.filter((m) => m.data === big).map((m) => m.seq);
+    assert.deepEqual(backlogSeqs, Array.from({ length: backlog }, (_, i) => i + 2), "the backlog");
+    const after = onBAfter.at(-1);
     assert.notEqual(after.epoch, before.epoch);
+    const notices = onBAfter.filter((m) => m.type === "subscribed");
+    assert.ok(notices.length > 0 && notices.every((m) => !m.recovered && m.epoch === after.epoch));
     // A's client had moved on to A's own numbering: the backlog, older than that, would come
-    // out of order, so A holds it back; the new epoch tells its client to resync.
-    assert.deepEqual(await parse(onA.client), after);
+    // out of order, so A holds it back; the notice tells its client to resync.
+    const onAAfter = await until(onA.client, "after");
+    assert.deepEqual(onAAfter.filter((m) => m.data === big), []);
+    assert.ok(onAAfter.some((m) => m.type === "subscribed" && m.epoch === after.epoch));
     for (const relay of [a, b]) {
       const samples = await scrape(relay);
       assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 0);
