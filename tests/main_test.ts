@@ -52,6 +52,14 @@ Deno.test("parseFlags() accepts Go's flag forms", () => {
   );
   assert.throws(() => parseFlags(["-bogus"]), /^TypeError: Bad flags: Unknown option '--bogus'/);
   assert.throws(() => parseFlags(["stray"]), /Bad flags: Unexpected argument 'stray'/);
+  // `deno task run -- -check` hands the `--` on; the flags after it still count.
+  assert.deepEqual(parseFlags(["-config-file", "c.yaml", "--", "-check"]), {
+    configFile: "c.yaml",
+    check: true,
+    version: false,
+    help: false,
+  });
+  assert.throws(() => parseFlags(["--", "stray"]), /Bad flags: Unexpected argument 'stray'/);
   assert.throws(() => parseFlags(["-config-file"]), /Bad flags: Option '--config-file/);
 });
 
