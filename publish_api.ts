@@ -3,15 +3,16 @@
  * `{"channel": "...", "data": ...}` or an array of them; the answer is 202
  * with the number of deliveries to this relay's clients, or an error with a
  * message precise enough to fix the request (401 without a publish key,
- * 400 naming the bad field, 413 over the size limit). Errors are JSON:
- * `{"error": "..."}`.
+ * 400 naming the bad field, 413 over the size limit). A message has
+ * `channel` and `data` and nothing else: an unknown field is a 400 too, as
+ * a typo must not be dropped silently. Errors are JSON: `{"error": "..."}`.
  *
  * @module
  */
 import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Hub } from "./hub.ts";
-import { channelNameProblem, isChannelName } from "./protocol.ts";
+import { channelNameProblem } from "./protocol.ts";
 import type { RelayStats } from "./stats.ts";
 
 /** The path the API answers on. */
@@ -88,7 +89,13 @@ async function readLimited(request: Request, limit: number): Promise<string | un
   return new TextDecoder().decode(bytes);
 }
 
-/** The publications in `body`, or a message naming what is wrong. */
+/** The fields a message may have; any other is an error, so a typo is not dropped silently. */
+const FIELDS = new Set(["channel", "data"]);
+
+/**
+ * The publications in `body`, or a message naming what is wrong and where:
+ * the field, after the index of the message in a batch (`[2].channel: ...`).
+ */
 function validate(body: unknown, websocket: Config["websocket"]): Publication[] | string {
   const batch = Array.isArray(body);
   const items = batch ? body : [body];
@@ -99,6 +106,10 @@ function validate(body: unknown, websocket: Config["websocket"]): Publication[] 
     if (typeof item !== "object" || item === null || Array.isArray(item)) {
       return `${batch ? `[${i}]` : "body"}: expected an object with channel and data`;
     }
+    const unknown = Object.keys(item).find((field) => !FIELDS.has(field));
+    if (unknown !== undefined) {
+      return `${at}${fieldName(unknown)}: unknown field; a message has channel and data only`;
+    }
     const { channel, data } = item as Record<string, unknown>;
     if (!("data" in item)) return `${at}data: required`;
     const problem = channelProblem(channel, websocket);
@@ -108,21 +119,25 @@ function validate(body: unknown, websocket: Config["websocket"]): Publication[] 
   return publications;
 }
 
+/** A field's name as an error message shows it: quoted unless it is a plain word. */
+function fieldName(name: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : JSON.stringify(name);
+}
+
 /** What is wrong with `channel` for this relay's mode, if anything. */
 function channelProblem(channel: unknown, websocket: Config["websocket"]): string | undefined {
-  if (channel === undefined && !(websocket.protocol === "raw" && websocket.rooms === "none")) {
-    return "required";
+  const oneRoom = websocket.protocol === "raw" && websocket.rooms === "none";
+  if (channel === undefined) return oneRoom ? undefined : "required";
+  // A channel name in json mode; otherwise at least a string (the check names its type).
+  if (websocket.protocol === "json" || typeof channel !== "string") {
+    return channelNameProblem(channel);
   }
-  if (websocket.protocol === "json") {
-    return isChannelName(channel as string) ? undefined : channelNameProblem(channel);
-  }
-  if (channel !== undefined && typeof channel !== "string") return "channel must be a string";
-  if (websocket.rooms === "none") {
-    return channel === undefined || channel === ""
+  if (oneRoom) {
+    return channel === ""
       ? undefined
       : "with websocket.rooms: none every client is in one room; leave channel out";
   }
-  return (channel as string).startsWith("/")
+  return channel.startsWith("/")
     ? undefined
     : 'with websocket.rooms: path a channel is a path like "/runs/42/stream"';
 }
