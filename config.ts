@@ -113,6 +113,8 @@ const authSchema = z.strictObject({
     public_key_file: text().default(""),
     issuer: text().default(""),
     audience: text().default(""),
+    require_exp: bool().default(true),
+    leeway: duration().default("30s"),
   }).prefault({}),
 }).superRefine((auth, ctx) => {
   const need = (path: (string | number)[], message: string) =>

@@ -43,8 +43,9 @@ export function createPublishHandler(
     if (request.method !== "POST") {
       return answer(405, { error: "use POST" }, { allow: "POST" });
     }
-    if (!auth.mayPublish(request)) {
-      return answer(401, { error: "send one of auth.publish_keys as Authorization: Bearer" }, {
+    const refusal = auth.publishRefusal(request);
+    if (refusal !== undefined) {
+      return answer(401, { error: refusal }, {
         "www-authenticate": 'Bearer realm="relay publish"',
       });
     }

@@ -212,9 +212,11 @@ export async function createRelayHandler(
     const checked = await auth.check(request);
     if (!checked.ok) {
       log.info("refused {remote}: {reason}", { remote, reason: checked.reason });
-      return refuse(checked.reason, 401, `Unauthorized: ${checked.message}`, {
-        "www-authenticate": 'Bearer realm="relay"',
-      });
+      return checked.status === 400
+        ? refuse(checked.reason, 400, `Bad Request: ${checked.message}`)
+        : refuse(checked.reason, 401, `Unauthorized: ${checked.message}`, {
+          "www-authenticate": 'Bearer realm="relay"',
+        });
     }
     const limit = serverConfig.max_connections;
     if (Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {

@@ -30,6 +30,7 @@ export const REJECT_REASONS = [
   "auth_missing",
   "auth_invalid",
   "auth_expired",
+  "subprotocol",
 ] as const;
 /** One of {@link REJECT_REASONS}. */
 export type RejectReason = typeof REJECT_REASONS[number];

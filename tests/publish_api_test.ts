@@ -173,6 +173,43 @@ Deno.test("publish API in raw mode: a channel that is not a string and unknown f
   }
 });
 
+Deno.test("publish API: the key is read from the Authorization header only; a key in the URL is a 401 saying so", async () => {
+  await using relay = await startTestRelay({
+    websocket: { protocol: "json" },
+    auth: { publish_keys: [KEY] },
+  });
+  const body = JSON.stringify({ channel: "ok", data: 1 });
+  const url = `${httpBase(relay)}api/publish`;
+  const inUrl =
+    "send the publish key in the Authorization header (Authorization: Bearer <key>), not in the URL";
+  const cases: [Promise<Response>, number, string?][] = [
+    [fetch(`${url}?token=${KEY}`, { method: "POST", body }), 401, inUrl],
+    // Even beside a good header: the key has been sent where logs keep it.
+    [
+      fetch(`${url}?token=${KEY}`, {
+        method: "POST",
+        body,
+        headers: { authorization: `Bearer ${KEY}` },
+      }),
+      401,
+      inUrl,
+    ],
+    [
+      fetch(url, { method: "POST", body, headers: { "sec-websocket-protocol": `bearer.${KEY}` } }),
+      401,
+      "send one of auth.publish_keys as Authorization: Bearer <key>",
+    ],
+    [post(relay, body), 202],
+  ];
+  for (const [response, status, error] of cases) {
+    const answer = await response;
+    const json = await answer.json();
+    assert.equal(answer.status, status, json.error);
+    if (error !== undefined) assert.deepEqual(json, { error });
+    for (const [name, value] of answer.headers) assert.ok(!value.includes(KEY), name);
+  }
+});
+
 Deno.test("publish API: off (404) until a publish key is configured", async () => {
   await using relay = await startTestRelay();
   const response = await post(relay, '{"data":1}');
