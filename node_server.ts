@@ -3,15 +3,22 @@
  * because its `upgrade` event hands over the raw socket that the WebSocket
  * engine needs. Ordinary requests are answered by a fetch-style handler
  * (`Request` in, `Response` out), the same one a program can mount on its
- * own `Deno.serve`, so routes are written once.
+ * own `Deno.serve`, so routes are written once. Its errors go to the log:
+ * a handler that throws (500), a request `node:http` cannot parse (answered
+ * as `node:http` would, logged at debug), an error of the listener.
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { createServer as createHttpServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
+import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import { Readable } from "node:stream";
 import type { RequestHead } from "./auth.ts";
+import { errorFields } from "./log.ts";
+
+const log = getLogger(["relay", "http"]);
 
 /** A fetch-style handler as `Deno.serve` takes it. */
 export type FetchHandler = (
@@ -60,6 +67,7 @@ export async function listenNode(
     answer(handler, request, response, options.cert !== undefined);
   });
   server.on("upgrade", onUpgrade);
+  server.on("clientError", answerClientError);
   const { promise: finished, resolve: closed } = Promise.withResolvers<void>();
   server.on("close", () => closed());
   await new Promise<void>((resolve, reject) => {
@@ -70,6 +78,10 @@ export async function listenNode(
     server.once("error", onError);
     server.listen({ host: hostname, port, reusePort }, () => {
       server.off("error", onError);
+      // Unheard, an error event would be thrown as an uncaught exception.
+      server.on("error", (error) => {
+        log.error("{what} listener: {cause}", { what, ...errorFields(error, true) });
+      });
       resolve();
     });
   });
@@ -151,7 +163,13 @@ async function answer(
       remoteAddr: remoteOf(request),
       completed: Promise.resolve(),
     });
-  } catch {
+  } catch (error) {
+    // Handlers answer what they expect themselves; this is a bug's way out.
+    log.error("{method} {path} failed: {cause}", {
+      method: request.method,
+      path: new URL(request.url ?? "/", "http://relay").pathname,
+      ...errorFields(error, true),
+    });
     reply = new Response("Internal Server Error\n", { status: 500 });
   }
   const body = new Uint8Array(await reply.arrayBuffer());
@@ -160,4 +178,29 @@ async function answer(
   headers["content-length"] = String(body.length);
   response.writeHead(reply.status, headers);
   response.end(body);
+}
+
+/** What `node:http` answers a request it cannot parse when nobody listens for `clientError`. */
+const CLIENT_ERROR_ANSWERS: Record<string, string> = {
+  HPE_HEADER_OVERFLOW: "431 Request Header Fields Too Large",
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: "413 Payload Too Large",
+  ERR_HTTP_REQUEST_TIMEOUT: "408 Request Timeout",
+};
+
+/**
+ * A request `node:http` could not read (bad syntax, oversized head, a reset
+ * mid-request): answered as `node:http` does by default, and logged at
+ * debug, as clients that go away are.
+ */
+function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  const { remoteAddress, remotePort, bytesWritten } = socket as Socket;
+  log.debug("unreadable request from {remote}: {cause}", {
+    remote: `${formatHost(remoteAddress ?? "")}:${remotePort}`,
+    ...errorFields(error),
+  });
+  if (socket.writable && bytesWritten === 0) {
+    const status = CLIENT_ERROR_ANSWERS[error.code ?? ""] ?? "400 Bad Request";
+    socket.write(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
+  }
+  socket.destroy();
 }

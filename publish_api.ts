@@ -9,11 +9,15 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
 import type { Hub } from "./hub.ts";
+import { errorFields } from "./log.ts";
 import { channelNameProblem } from "./protocol.ts";
 import type { RelayStats } from "./stats.ts";
+
+const log = getLogger(["relay", "publish"]);
 
 /** The path the API answers on. */
 export const PUBLISH_PATH = "/api/publish";
@@ -49,7 +53,14 @@ export function createPublishHandler(
         "www-authenticate": 'Bearer realm="relay publish"',
       });
     }
-    const text = await readLimited(request, limit);
+    let text;
+    try {
+      text = await readLimited(request, limit);
+    } catch (error) {
+      // The client went away mid-body: an everyday event, and nobody reads this answer.
+      log.debug("publish request ended before its body: {cause}", errorFields(error));
+      return answer(400, { error: "body not received in full" });
+    }
     if (text === undefined) {
       return answer(413, { error: `body over ${limit} bytes (websocket.max_message_bytes)` });
     }

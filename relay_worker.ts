@@ -8,7 +8,7 @@
 /// <reference lib="deno.worker" />
 import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
 import { Hub, type RelayMessage } from "./hub.ts";
-import { configureLogging } from "./log.ts";
+import { configureLogging, logUncaughtErrors } from "./log.ts";
 import { hubOptions, type Relay, serveRelay } from "./server.ts";
 
 let relay: Relay | undefined;
@@ -21,6 +21,8 @@ self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
     case "start": {
       const { config, index, epoch, peers, inbox, connectionCount } = request;
       await configureLogging(config.log);
+      // As main.ts does for a single-worker relay: logged, and the worker serves on.
+      logUncaughtErrors();
       const hub = new Hub({ ...hubOptions(config), epoch, link: meshLink(index, peers) });
       const deliver = ({ data }: MessageEvent<RelayMessage[]>) => hub.deliver(data);
       const ports = [...peers.filter((port) => port !== undefined), inbox];

@@ -37,7 +37,7 @@ import { BrokerStats, type RejectReason } from "./stats.ts";
 import type { RedisBroker } from "./broker.ts";
 import { VERSION } from "./version.ts";
 import { readTlsFiles } from "./startup.ts";
-import { plural } from "./log.ts";
+import { errorFields, plural } from "./log.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
 export class RelayStartError extends Error {
@@ -458,7 +458,8 @@ export function listenMetrics(
 
 /** Resolves with how many connections were still open when the deadline passed. */
 /** A socket that fails before it is a connection must not take the process with it. */
-function destroySocket(this: Duplex): void {
+function destroySocket(this: Duplex, error: Error): void {
+  log.debug("socket error during an upgrade: {cause}", errorFields(error));
   this.destroy();
 }
 
@@ -477,8 +478,13 @@ function listen(
   options: Deno.ServeTcpOptions,
   handler: Deno.ServeHandler<Deno.NetAddr>,
 ): Deno.HttpServer<Deno.NetAddr> {
+  // Without onError, Deno.serve prints a handler's error as a plain stack trace.
+  const onError = (error: unknown) => {
+    log.error("{what} request failed: {cause}", { what, ...errorFields(error, true) });
+    return new Response("Internal Server Error\n", { status: 500 });
+  };
   try {
-    return Deno.serve({ ...options, onListen: () => {} }, handler);
+    return Deno.serve({ ...options, onListen: () => {}, onError }, handler);
   } catch (error) {
     const where = `${formatHost(options.hostname ?? "0.0.0.0")}:${options.port}`;
     const why = error instanceof Deno.errors.AddrInUse

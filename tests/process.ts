@@ -21,6 +21,8 @@ export interface StartOptions {
    * the relay alike, as a Ctrl-C does.
    */
   task?: boolean;
+  /** Pipe stdout (read it from `child.stdout`) rather than discard it; not with `task`. */
+  stdout?: "piped" | "null";
 }
 
 /** What a finished run printed and returned. */
@@ -161,7 +163,7 @@ export class RelayProcess extends WatchedProcess {
         // setsid: the task runner leads a new process group, as a shell job does.
         detached: true,
       }).spawn()
-      : command(args, { ...options, stdout: "null", stderr: "piped" }).spawn();
+      : command(args, { ...options, stdout: options.stdout ?? "null", stderr: "piped" }).spawn();
     const relay = new RelayProcess("relay", child, task);
     const match = await relay.waitFor(/listening on (wss?:\/\/[^\s"]+\/)/);
     // Logged once main.ts handles SIGINT and SIGTERM: a signal sent earlier would kill it outright.
