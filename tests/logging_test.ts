@@ -16,17 +16,11 @@ import { within } from "./wait.ts";
 const ROOT = new URL("../", import.meta.url).pathname;
 
 /** Sends `request` on a fresh connection and resolves with all it got back once closed. */
-function exchange(port: number, request: string, end: "fin" | "reset" | "wait"): Promise<string> {
+function exchange(port: number, request: string): Promise<string> {
   return within(
     new Promise((resolve) => {
       let received = "";
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.write(request);
-        if (end === "fin") socket.end();
-        // A reset the moment the bytes are out: the server sees the body stop, then ECONNRESET.
-        if (end === "reset") socket.once("drain", () => socket.resetAndDestroy());
-        if (end === "reset" && socket.writableLength === 0) socket.resetAndDestroy();
-      });
+      const socket = net.connect(port, "127.0.0.1", () => socket.write(request));
       socket.on("data", (chunk) => received += chunk);
       socket.on("error", () => {});
       socket.on("close", () => resolve(received));
@@ -35,9 +29,30 @@ function exchange(port: number, request: string, end: "fin" | "reset" | "wait"):
   );
 }
 
-/** A publish whose head promises 1000 bytes of body, followed by 12 of them. */
-const CUT_PUBLISH = "POST /api/publish HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer k\r\n" +
-  'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"channel":"';
+/**
+ * A publish whose head promises 1000 bytes of body: once the relay is
+ * reading the body (it has answered `100 Continue`), 12 bytes of it, then
+ * the client goes away, half-closing (`fin`) or resetting the connection.
+ */
+function cutPublish(port: number, end: "fin" | "reset"): Promise<void> {
+  return within(
+    new Promise((resolve) => {
+      const socket = net.connect(port, "127.0.0.1", () => {
+        socket.write(
+          "POST /api/publish HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer k\r\n" +
+            "Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n",
+        );
+      });
+      socket.once("data", () => {
+        socket.write('{"channel":"', () => end === "reset" && socket.resetAndDestroy());
+        if (end === "fin") socket.end();
+      });
+      socket.on("error", () => {});
+      socket.on("close", () => resolve());
+    }),
+    `a publish cut off (${end})`,
+  );
+}
 
 Deno.test("a relay process under log.format: json writes only JSON lines when publish bodies are cut off and requests cannot be read", async () => {
   const yaml = "server:\n  host: 127.0.0.1\n  port: 0\nmetrics:\n  enabled: false\n" +
@@ -53,20 +68,19 @@ Deno.test("a relay process under log.format: json writes only JSON lines when pu
     const count = (pattern: RegExp) => relay.stderr.match(pattern)?.length ?? 0;
 
     // The client half-closes mid-body, then resets mid-body.
-    await exchange(port, CUT_PUBLISH, "fin");
+    await cutPublish(port, "fin");
     await relay.waitFor(cutOff);
-    await exchange(port, CUT_PUBLISH, "reset");
+    await cutPublish(port, "reset");
     await relay.waitFor(/(publish request ended before its body[^\n]*\n[^]*){2}/);
     assert.equal(count(cutOff), 2);
 
     // Requests node:http cannot parse get its usual answers, and a log line each.
     assert.match(
-      await exchange(port, "NOT HTTP\r\n\r\n", "wait"),
+      await exchange(port, "NOT HTTP\r\n\r\n"),
       /^HTTP\/1.1 400 Bad Request\r\n/,
     );
     const huge = `GET / HTTP/1.1\r\nHost: relay\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`;
-    assert.match(await exchange(port, huge, "wait"), /^HTTP\/1.1 431 /);
-    await relay.waitFor(/(unreadable request from [^\n]*\n[^]*){2}/);
+    assert.match(await exchange(port, huge), /^HTTP\/1.1 431 /);
 
     // Still serving.
     const published = await fetch(`http://127.0.0.1:${port}/api/publish`, {
@@ -90,6 +104,15 @@ Deno.test("a relay process under log.format: json writes only JSON lines when pu
     const cuts = lines.filter((line) => line.logger === "relay.publish");
     assert.equal(cuts.length, 2);
     for (const cut of cuts) assert.equal(cut.level, "debug");
+    // Logged before the answer was written, so in stderr by the time it was read.
+    const unreadable = lines.filter((line) => /^unreadable request .*\(HPE_/.test(line.message));
+    assert.deepEqual(
+      unreadable.map((line) => [line.level, line.cause.match(/\((HPE_\w+)\)/)?.[1]]),
+      [
+        ["debug", "HPE_ERROR"],
+        ["debug", "HPE_HEADER_OVERFLOW"],
+      ],
+    );
   });
 });
 
