@@ -53,7 +53,7 @@ export const BEARER_PROTOCOL_PREFIX = "bearer.";
  * connection otherwise) and must not answer with a token: the response
  * header would put it in every proxy's log.
  */
-export const BEARER_ONLY_MESSAGE =
+const BEARER_ONLY_MESSAGE =
   "offer a subprotocol besides bearer.<token>, e.g. relay: the answer names the subprotocol it picks, and must not name a token";
 
 /**

@@ -64,7 +64,10 @@ export function plural(count: number, noun: string, nouns = `${noun}s`): string 
   return `${count} ${count === 1 ? noun : nouns}`;
 }
 
-/** An error as log properties; the message template shows `cause`. */
+/**
+ * An error as log properties; the message template shows `cause`. A type
+ * rather than an interface, so that it passes as LogTape's properties record.
+ */
 export type ErrorFields = {
   /** One line: `TypeError: message`, with the system error code when there is one. */
   cause: string;
@@ -105,7 +108,9 @@ export function logUncaughtErrors(): void {
   const log = getLogger(["relay", "process"]);
   globalThis.addEventListener("error", (event) => {
     event.preventDefault();
-    log.error("uncaught exception: {cause}; serving on", errorFields(event.error, true));
+    // `error` is empty for some runtime errors; the message is all there is then.
+    const error = event.error ?? event.message;
+    log.error("uncaught exception: {cause}; serving on", errorFields(error, true));
   });
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();

@@ -6,9 +6,9 @@
  * @module
  */
 /// <reference lib="deno.worker" />
+import { getLogger } from "@logtape/logtape";
 import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
 import { Hub, type RelayMessage } from "./hub.ts";
-import { getLogger } from "@logtape/logtape";
 import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
 import { hubOptions, type Relay, serveRelay } from "./server.ts";
 
