@@ -236,9 +236,10 @@ const log = getLogger(["relay", "hub"]);
 
 /**
  * Channels, clients and fan-out. Dispatches `connect` and `disconnect`
- * events (`CustomEvent<ClientEventDetail>`) as clients come and go, and,
- * with a broker, `broker` events (`CustomEvent<{ up: boolean }>`) as it
- * comes and goes.
+ * events (`CustomEvent<ClientEventDetail>`) as clients come and go,
+ * `replayed` events (`CustomEvent<ReplayEventDetail>`) as recoveries finish
+ * sending, and, with a broker, `broker` events (`CustomEvent<{ up: boolean }>`)
+ * as it comes and goes.
  */
 export class Hub extends EventTarget implements ClientHost {
   /** The counters this hub adds to. */
