@@ -137,3 +137,18 @@ Deno.test("HistoryLedger's list stays in proportion to what is kept on a busy ch
   // The dropped slots are gone, so going over the cap still drops the oldest first.
   assert.equal(ledger.bytes, 11);
 });
+
+Deno.test("HistoryLedger's list stays in proportion when the cap does the dropping", () => {
+  const ledger = new HistoryLedger({ maxBytes: 100 });
+  const a = new History(1000, 60_000, { ledger });
+  const b = new History(1000, 60_000, { ledger });
+  for (let seq = 1; seq <= 50_000; seq++) (seq % 2 ? a : b).push(entry(seq), 1);
+  assert.equal(ledger.bytes, 100);
+  assert.equal(a.length + b.length, 100);
+  assert.deepEqual([...seqs(a), ...seqs(b)].sort((x, y) => x - y).slice(0, 3), [
+    49_901,
+    49_902,
+    49_903,
+  ], "the newest 100 of both, oldest first gone");
+  assert.ok(ledger.listed <= 2 * 100 + 1024 + 1, `listed ${ledger.listed}`);
+});
