@@ -11,6 +11,9 @@
  * path with `rooms: path`), and frames are relayed untouched. In `json` mode
  * clients subscribe to channels; each message gets the channel's next `seq`
  * and is kept in the channel's {@link History} for clients that reconnect.
+ * In `go-ws` mode (`gows.ts`) every client is in the room `""`, which is
+ * what a go-ws broadcast reaches, and subscribes to channels on top, without
+ * seq, history or replies; messages are go-ws frames on the raw path.
  *
  * @example
  * ```ts
@@ -33,6 +36,12 @@ import {
   encodeUnsubscribed,
   type ProtocolErrorCode,
 } from "./protocol.ts";
+import {
+  encodeGoWsLimitError,
+  encodeGoWsPublication,
+  GO_WS_MAX_SUBSCRIPTIONS,
+  type GoWsFields,
+} from "./gows.ts";
 import { AsyncQueue } from "./queue.ts";
 import { type DisconnectReason, RelayStats } from "./stats.ts";
 
@@ -40,8 +49,11 @@ import { type DisconnectReason, RelayStats } from "./stats.ts";
 export interface HubOptions {
   /** Whether a sender receives its own messages, as with the Go relay. @default true */
   echo?: boolean;
-  /** `raw` relays frames untouched; `json` wraps messages in envelopes with a seq. @default "raw" */
-  protocol?: "raw" | "json";
+  /**
+   * `raw` relays frames untouched; `json` wraps messages in envelopes with a
+   * seq; `go-ws` speaks go-ws's wire (`gows.ts`). @default "raw"
+   */
+  protocol?: "raw" | "json" | "go-ws";
   /** Messages kept per channel for recovery (`json` mode). @default 100 */
   historySize?: number;
   /** How long a message stays in history, in ms. @default 300000 */
@@ -178,6 +190,7 @@ export class Hub extends EventTarget implements ClientHost {
   readonly epoch: string;
   readonly #echo: boolean;
   readonly #json: boolean;
+  readonly #goWs: boolean;
   readonly #historySize: number;
   readonly #historyTtlMs: number;
   readonly #link: HubLink | undefined;
@@ -204,6 +217,7 @@ export class Hub extends EventTarget implements ClientHost {
     } = options;
     this.#echo = echo;
     this.#json = protocol === "json";
+    this.#goWs = protocol === "go-ws";
     this.#historySize = historySize;
     this.#historyTtlMs = historyTtlMs;
     this.epoch = epoch;
@@ -279,14 +293,21 @@ export class Hub extends EventTarget implements ClientHost {
    * number of this hub's clients it was handed to. In `json` mode it goes
    * out as a `message` envelope with the channel's next seq; in `raw` mode a
    * string goes out as it is and anything else as JSON text, to the room
-   * named `channel` (`""` is everyone with `rooms: none`).
+   * named `channel` (`""` is everyone with `rooms: none`). In `go-ws` mode
+   * it goes out as a go-ws `Message` (its `type`, `processId` and
+   * `timestamp` from `goWs`; see `gows.ts`) to `channel`'s subscribers, or
+   * with `channel` `""` to every client.
    */
-  publish(channel: string, data: unknown): Promise<number> {
+  publish(channel: string, data: unknown, goWs?: GoWsFields): Promise<number> {
     const { promise, resolve } = Promise.withResolvers<number>();
     if (this.#json) {
       this.#push({ kind: "publish", channel, data: JSON.stringify(data), done: resolve });
     } else {
-      const frame = typeof data === "string" ? data : JSON.stringify(data);
+      const frame = this.#goWs
+        ? encodeGoWsPublication(channel, data, goWs)
+        : typeof data === "string"
+        ? data
+        : JSON.stringify(data);
       const bytes = utf8Length(frame);
       this.#push({
         kind: "broadcast",
@@ -401,6 +422,8 @@ export class Hub extends EventTarget implements ClientHost {
           channel.floors.delete(client);
           this.#dropIfUnused(command.channel, channel);
         }
+        // go-ws: unsubscribing is silent.
+        if (this.#goWs) return;
         return client.reply(encodeUnsubscribed(command.channel, command.id));
       }
       case "publish":
@@ -410,6 +433,7 @@ export class Hub extends EventTarget implements ClientHost {
 
   #subscribe(client: Client, command: Extract<Command, { type: "subscribe" }>): void {
     const { channel: name, since, epoch, id } = command;
+    if (this.#goWs) return this.#subscribeGoWs(client, name);
     const channel = this.#channel(name);
     channel.members.add(client);
     client.channels.add(name);
@@ -438,6 +462,17 @@ export class Hub extends EventTarget implements ClientHost {
     );
     // Replayed before any live message: the loop does nothing else meanwhile.
     for (const entry of recovered ? replay.entries : []) client.reply(encoded(entry));
+  }
+
+  /** A go-ws subscribe: silent, capped as go-ws caps it, with nothing to recover. */
+  #subscribeGoWs(client: Client, name: string): void {
+    // The shared room is one of the client's channels, hence `>`.
+    if (!client.channels.has(name) && client.channels.size > GO_WS_MAX_SUBSCRIPTIONS) {
+      this.stats.refused.forbidden++;
+      return client.reply(encodeGoWsLimitError());
+    }
+    this.#channel(name).members.add(client);
+    client.channels.add(name);
   }
 
   /**
