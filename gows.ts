@@ -34,18 +34,6 @@ import type { ChannelPatterns } from "./auth.ts";
 import type { Hub } from "./hub.ts";
 import type { Command, ProtocolErrorCode } from "./protocol.ts";
 
-/** The message types go-ws defines (`MessageType`); a publish may use any other string too. */
-export const GO_WS_TYPES = [
-  "process_output",
-  "process_status",
-  "event",
-  "error",
-  "ping",
-  "pong",
-  "subscribe",
-  "unsubscribe",
-] as const;
-
 /** go-ws's `DefaultMaxSubscriptionsPerClient`: a subscribe past it is refused. */
 export const GO_WS_MAX_SUBSCRIPTIONS = 1024;
 
@@ -69,6 +57,9 @@ export interface GoWsFields {
   /** RFC 3339 text or a `Date`; the time of publishing when absent. */
   timestamp?: string | Date;
 }
+
+/** A message for {@link GoWsHub}: go-ws's `Message` without its channel. */
+export type GoWsMessageInput = GoWsFields & { data?: unknown };
 
 /** One message of a go-ws publish request, validated; channel `""` is every client. */
 export interface GoWsPublication {
@@ -378,30 +369,23 @@ export class GoWsHub {
   }
 
   /** `Broadcast`: `message` to every client, whatever they subscribed to. */
-  broadcast(message: Partial<GoWsFields> & { data?: unknown } = {}): Promise<number> {
-    this.#checkProcessId("Broadcast", message.processId);
-    const { data, ...fields } = message;
-    return this.#hub.publish("", data, fields);
+  broadcast(message: GoWsMessageInput = {}): Promise<number> {
+    return this.#send("Broadcast", "", message);
   }
 
   /** `SendToChannel`: `message` to the subscribers of `channel`. */
-  sendToChannel(
-    channel: string,
-    message: Partial<GoWsFields> & { data?: unknown } = {},
-  ): Promise<number> {
+  sendToChannel(channel: string, message: GoWsMessageInput = {}): Promise<number> {
     const problem = goWsChannelProblem(channel);
     if (problem !== undefined) throw new GoWsError(`SendToChannel: ${problem}`);
-    this.#checkProcessId("SendToChannel", message.processId);
-    const { data, ...fields } = message;
-    return this.#hub.publish(channel, data, fields);
+    return this.#send("SendToChannel", channel, message);
   }
 
   /** `SendProcessOutput`: a `process_output` line on `process:<id>`. */
   sendProcessOutput(processId: string, output: string): Promise<number> {
-    this.#checkProcessId("SendProcessOutput", processId);
-    return this.#hub.publish(`${PROCESS_PREFIX}${processId}`, output, {
+    return this.#sendProcess("SendProcessOutput", processId, {
       type: "process_output",
       processId,
+      data: output,
     });
   }
 
@@ -410,28 +394,39 @@ export class GoWsHub {
    * `process:<id>` (keys in the order Go's map encoding puts them).
    */
   sendProcessStatus(processId: string, status: string, exitCode: number): Promise<number> {
-    this.#checkProcessId("SendProcessStatus", processId);
-    return this.#hub.publish(`${PROCESS_PREFIX}${processId}`, { exitCode, status }, {
+    return this.#sendProcess("SendProcessStatus", processId, {
       type: "process_status",
       processId,
+      data: { exitCode, status },
     });
   }
 
   /** `SendEvent`: `{data, event}` as an `event` to every client. */
   sendEvent(eventType: string, data: unknown): Promise<number> {
-    return this.#hub.publish("", { data, event: eventType }, { type: "event" });
+    return this.#send("SendEvent", "", { type: "event", data: { data, event: eventType } });
   }
 
   /** `SendError`: an `error` with `message` as its data, to every client. */
   sendError(message: string): Promise<number> {
-    return this.#hub.publish("", message, { type: "error" });
+    return this.#send("SendError", "", { type: "error", data: message });
   }
 
-  #checkProcessId(call: string, processId: string | undefined): void {
-    // go-ws checks a given processId; only SendProcess* require one.
-    const required = call.startsWith("SendProcess");
-    if ((required || (processId ?? "") !== "") && !isGoWsProcessId(processId ?? "")) {
+  #sendProcess(call: string, processId: string, message: GoWsMessageInput): Promise<number> {
+    // go-ws checks the id before it builds the channel name.
+    if (!isGoWsProcessId(processId)) throw new GoWsError(`${call}: invalid process ID`);
+    return this.#send(call, `${PROCESS_PREFIX}${processId}`, message);
+  }
+
+  #send(call: string, channel: string, message: GoWsMessageInput): Promise<number> {
+    const { data, ...fields } = message;
+    // go-ws's validateMessageIdentifiers: a given processId must be valid.
+    if ((fields.processId ?? "") !== "" && !isGoWsProcessId(fields.processId!)) {
       throw new GoWsError(`${call}: invalid process ID`);
     }
+    // go-ws's timestamp is a time.Time; here a string must be one Go could read.
+    if (typeof fields.timestamp === "string" && !isRfc3339(fields.timestamp)) {
+      throw new GoWsError(`${call}: timestamp is not RFC 3339`);
+    }
+    return this.#hub.publish(channel, data, fields);
   }
 }

@@ -330,6 +330,7 @@ Deno.test("go-ws library: hub.publish and GoWsHub send go-ws's messages", async 
     [() => ws.sendToChannel("process:", {}), "SendToChannel: invalid process ID"],
     [() => ws.sendToChannel("c", { processId: "x:y" }), "SendToChannel: invalid process ID"],
     [() => ws.broadcast({ processId: "x y" }), "Broadcast: invalid process ID"],
+    [() => ws.broadcast({ timestamp: "2026-01-02" }), "Broadcast: timestamp is not RFC 3339"],
   ];
   for (const [call, message] of refusals) assert.throws(call, new GoWsError(message));
   await assertQuiet(client);
