@@ -36,6 +36,8 @@ export interface ClientHost {
   command(client: Client, command: Exclude<Command, { type: "ping" }>, bytes: number): void;
   /** A frame was refused with `code` (answered by the client in `json` mode). */
   refused(code: ProtocolErrorCode): void;
+  /** The client's socket drained after {@link Client.whenDrained} said it had not. */
+  drained(client: Client): void;
 }
 
 /** Options for a {@link Client}. */
@@ -137,6 +139,16 @@ export class Client implements ConnectionHandler {
   }
 
   /**
+   * Whether the socket holds little enough that more can be sent now (see
+   * `Connection.whenDrained`); when not, the host hears `drained` once it
+   * does. A replay sends only while this says yes, so it never fills the
+   * budget by itself.
+   */
+  whenDrained(): boolean {
+    return this.#open && this.#connection.whenDrained();
+  }
+
+  /**
    * Closes the connection on the server's initiative, remembering why so the
    * close is counted under that reason. Safe to call more than once: the
    * first reason wins. A slow consumer's unsent frames are dropped: it
@@ -154,6 +166,11 @@ export class Client implements ConnectionHandler {
     if (this.#closeReason !== undefined) return;
     this.#open = true;
     this.#host.register(this);
+  }
+
+  /** @internal The socket drained: the host may send more. */
+  onDrain(): void {
+    if (this.#open) this.#host.drained(this);
   }
 
   /** @internal The connection is gone. */

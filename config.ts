@@ -80,6 +80,7 @@ const websocketSchema = z.strictObject({
     .default("none"),
   protocol: z.enum(["raw", "json", "go-ws"], { error: "expected raw, json or go-ws" })
     .default("raw"),
+  max_channels_per_connection: intIn(0, MAX_INT, " (0: no limit)").default(128),
   rate_limit: z.strictObject({
     messages_per_second: z.number({ error: "expected a number of messages per second" })
       .min(0, { error: "expected 0 (off) or more" }).default(0),
@@ -90,6 +91,9 @@ const websocketSchema = z.strictObject({
 const channelsSchema = z.strictObject({
   history_size: intIn(0, 1_000_000, " (0: no history)").default(100),
   history_ttl: duration().default("5m"),
+  history_max_bytes: intIn(0, MAX_INT, " (0: no limit)").default(8_388_608),
+  max_history_bytes_total: intIn(0, MAX_INT, " (0: no cap)").default(268_435_456),
+  max_replay_bytes: intIn(0, MAX_INT, " (0: no replays)").default(8_388_608),
 });
 
 const brokerSchema = z.strictObject({

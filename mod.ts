@@ -17,7 +17,13 @@
  * @module
  */
 export { type Config, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from "./config.ts";
-export { type BroadcastOptions, type ClientEventDetail, Hub, type HubOptions } from "./hub.ts";
+export {
+  type BroadcastOptions,
+  type ClientEventDetail,
+  Hub,
+  type HubOptions,
+  type ReplayEventDetail,
+} from "./hub.ts";
 export { type Client, CloseCode } from "./client.ts";
 export { GoWsError, type GoWsFields, GoWsHub } from "./gows.ts";
 export {
