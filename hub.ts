@@ -592,7 +592,7 @@ export class Hub extends EventTarget implements ClientHost {
   #subscribeGoWs(client: Client, name: string): void {
     // The shared room is one of the client's channels, hence `>`.
     if (!client.channels.has(name) && client.channels.size > GO_WS_MAX_SUBSCRIPTIONS) {
-      this.stats.refused.forbidden++;
+      this.stats.refused.too_many_channels++;
       return client.reply(encodeGoWsLimitError());
     }
     this.#channel(name).members.add(client);

@@ -179,6 +179,7 @@ Deno.test("go-ws: a subscribe past go-ws's 1024 per client gets subscription lim
     data: "subscription limit exceeded",
   });
   await assertQuiet(client);
+  assert.equal(relay.hub.stats.refused.too_many_channels, 1);
   // Unsubscribing frees a place.
   client.send(json({ type: "unsubscribe", channel: "c5" }));
   client.send(json({ type: "subscribe", channel: "one-too-many" }));
