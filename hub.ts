@@ -21,6 +21,10 @@
  * channel's live messages for that client wait behind it, so each seq
  * arrives once and in order.
  *
+ * In `go-ws` mode (`gows.ts`) every client is in the room `""`, which is
+ * what a go-ws broadcast reaches, and subscribes to channels on top, without
+ * seq, history or replies; messages are go-ws frames on the raw path.
+ *
  * @example
  * ```ts
  * import { Hub } from "./hub.ts";
@@ -43,6 +47,12 @@ import {
   encodeUnsubscribed,
   type ProtocolErrorCode,
 } from "./protocol.ts";
+import {
+  encodeGoWsLimitError,
+  encodeGoWsPublication,
+  GO_WS_MAX_SUBSCRIPTIONS,
+  type GoWsFields,
+} from "./gows.ts";
 import { AsyncQueue } from "./queue.ts";
 import { type DisconnectReason, RelayStats } from "./stats.ts";
 
@@ -50,8 +60,11 @@ import { type DisconnectReason, RelayStats } from "./stats.ts";
 export interface HubOptions {
   /** Whether a sender receives its own messages, as with the Go relay. @default true */
   echo?: boolean;
-  /** `raw` relays frames untouched; `json` wraps messages in envelopes with a seq. @default "raw" */
-  protocol?: "raw" | "json";
+  /**
+   * `raw` relays frames untouched; `json` wraps messages in envelopes with a
+   * seq; `go-ws` speaks go-ws's wire (`gows.ts`). @default "raw"
+   */
+  protocol?: "raw" | "json" | "go-ws";
   /** Messages kept per channel for recovery (`json` mode). @default 100 */
   historySize?: number;
   /** How long a message stays in history, in ms. @default 300000 */
@@ -250,6 +263,7 @@ export class Hub extends EventTarget implements ClientHost {
   readonly epoch: string;
   readonly #echo: boolean;
   readonly #json: boolean;
+  readonly #goWs: boolean;
   readonly #historySize: number;
   readonly #historyTtlMs: number;
   readonly #historyMaxBytes: number;
@@ -292,6 +306,7 @@ export class Hub extends EventTarget implements ClientHost {
     } = options;
     this.#echo = echo;
     this.#json = protocol === "json";
+    this.#goWs = protocol === "go-ws";
     this.#historySize = historySize;
     this.#historyTtlMs = historyTtlMs;
     this.#historyMaxBytes = historyMaxBytes;
@@ -378,14 +393,21 @@ export class Hub extends EventTarget implements ClientHost {
    * number of this hub's clients it was handed to. In `json` mode it goes
    * out as a `message` envelope with the channel's next seq; in `raw` mode a
    * string goes out as it is and anything else as JSON text, to the room
-   * named `channel` (`""` is everyone with `rooms: none`).
+   * named `channel` (`""` is everyone with `rooms: none`). In `go-ws` mode
+   * it goes out as a go-ws `Message` (its `type`, `processId` and
+   * `timestamp` from `goWs`; see `gows.ts`) to `channel`'s subscribers, or
+   * with `channel` `""` to every client.
    */
-  publish(channel: string, data: unknown): Promise<number> {
+  publish(channel: string, data: unknown, goWs?: GoWsFields): Promise<number> {
     const { promise, resolve } = Promise.withResolvers<number>();
     if (this.#json) {
       this.#push({ kind: "publish", channel, data: JSON.stringify(data), done: resolve });
     } else {
-      const frame = typeof data === "string" ? data : JSON.stringify(data);
+      const frame = this.#goWs
+        ? encodeGoWsPublication(channel, data, goWs)
+        : typeof data === "string"
+        ? data
+        : JSON.stringify(data);
       const bytes = utf8Length(frame);
       this.#push({
         kind: "broadcast",
@@ -502,6 +524,8 @@ export class Hub extends EventTarget implements ClientHost {
           channel.floors.delete(client);
           this.#dropIfUnused(command.channel, channel);
         }
+        // go-ws: unsubscribing is silent.
+        if (this.#goWs) return;
         return client.reply(encodeUnsubscribed(command.channel, command.id));
       }
       case "publish":
@@ -511,6 +535,8 @@ export class Hub extends EventTarget implements ClientHost {
 
   #subscribe(client: Client, command: Extract<Command, { type: "subscribe" }>): void {
     const { channel: name, since, epoch, id } = command;
+    // go-ws's own cap and silence (gows.ts), before the json mode's.
+    if (this.#goWs) return this.#subscribeGoWs(client, name);
     const max = this.#maxChannels;
     if (max > 0 && client.channels.size >= max && !client.channels.has(name)) {
       this.stats.refused.too_many_channels++;
@@ -560,6 +586,17 @@ export class Hub extends EventTarget implements ClientHost {
     replay.waiting = false;
     channel.pending.set(client, replay);
     this.#startReplay(replay);
+  }
+
+  /** A go-ws subscribe: silent, capped as go-ws caps it, with nothing to recover. */
+  #subscribeGoWs(client: Client, name: string): void {
+    // The shared room is one of the client's channels, hence `>`.
+    if (!client.channels.has(name) && client.channels.size > GO_WS_MAX_SUBSCRIPTIONS) {
+      this.stats.refused.too_many_channels++;
+      return client.reply(encodeGoWsLimitError());
+    }
+    this.#channel(name).members.add(client);
+    client.channels.add(name);
   }
 
   /**

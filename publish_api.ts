@@ -4,12 +4,14 @@
  * with the number of deliveries to this relay's clients, or an error with a
  * message precise enough to fix the request (401 without a publish key,
  * 400 naming the bad field, 413 over the size limit). Errors are JSON:
- * `{"error": "..."}`.
+ * `{"error": "..."}`. With `websocket.protocol: go-ws` the body is one go-ws
+ * `Message` or an array of them, read by `gows.ts`.
  *
  * @module
  */
 import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
+import { parseGoWsPublish } from "./gows.ts";
 import type { Hub } from "./hub.ts";
 import { channelNameProblem, isChannelName } from "./protocol.ts";
 import type { RelayStats } from "./stats.ts";
@@ -56,6 +58,18 @@ export function createPublishHandler(
       body = JSON.parse(text);
     } catch (error) {
       return answer(400, { error: `body is not JSON: ${(error as SyntaxError).message}` });
+    }
+    // go-ws Message bodies have fields and rules of their own (gows.ts).
+    if (config.websocket.protocol === "go-ws") {
+      const messages = parseGoWsPublish(body);
+      if (typeof messages === "string") return answer(400, { error: messages });
+      const counts = await Promise.all(
+        messages.map(({ channel, data, fields }) => hub.publish(channel, data, fields)),
+      );
+      return answer(202, {
+        messages: messages.length,
+        delivered: counts.reduce((a, b) => a + b, 0),
+      });
     }
     const result = validate(body, config.websocket);
     if (typeof result === "string") return answer(400, { error: result });

@@ -412,8 +412,15 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
  * The hub `config` asks for: on its own, or linked to the other instances
  * through Redis (the broker module is loaded only then).
  */
-async function newHub(config: Config): Promise<{ hub: Hub; broker?: RedisBroker }> {
+async function newHub(
+  config: Config,
+): Promise<{ hub: Hub; broker?: Pick<RedisBroker, "up" | "close"> }> {
   if (config.broker.type === "none") return { hub: new Hub(hubOptions(config)) };
+  if (config.websocket.protocol === "go-ws") {
+    // go-ws's RedisBridge format on go-ws's channels instead of the relay's bus.
+    const { startGoWsBridge } = await import("./gows_bridge.ts");
+    return startGoWsBridge(config, hubOptions(config));
+  }
   const { RedisBroker } = await import("./broker.ts");
   const options = hubOptions(config);
   const stats = new BrokerStats();

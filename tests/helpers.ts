@@ -253,6 +253,16 @@ export async function commandWorks(
   }
 }
 
+/**
+ * GOPATH mode on Debian's source tree, for the Go clients in `tests/interop/`:
+ * gorilla/websocket without the module proxy.
+ */
+export const GO_ENV: Record<string, string> = {
+  GO111MODULE: "off",
+  GOPATH: "/usr/share/gocode",
+  GOFLAGS: "",
+};
+
 /** A self-signed certificate for 127.0.0.1, made for this test run. */
 export async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {
   const cert = `${dir}/cert.pem`;
