@@ -17,6 +17,7 @@
 import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
+import { isGoWsPrefix } from "./gows.ts";
 
 /** Thrown for any config the relay refuses; `main.ts` turns it into exit code 2. */
 export class ConfigError extends Error {
@@ -77,8 +78,9 @@ const websocketSchema = z.strictObject({
   echo: bool().default(true),
   rooms: z.enum(["none", "path"], { error: "expected none or path" })
     .default("none"),
-  protocol: z.enum(["raw", "json"], { error: "expected raw or json" })
+  protocol: z.enum(["raw", "json", "go-ws"], { error: "expected raw, json or go-ws" })
     .default("raw"),
+  max_channels_per_connection: intIn(0, MAX_INT, " (0: no limit)").default(128),
   rate_limit: z.strictObject({
     messages_per_second: z.number({ error: "expected a number of messages per second" })
       .min(0, { error: "expected 0 (off) or more" }).default(0),
@@ -89,6 +91,9 @@ const websocketSchema = z.strictObject({
 const channelsSchema = z.strictObject({
   history_size: intIn(0, 1_000_000, " (0: no history)").default(100),
   history_ttl: duration().default("5m"),
+  history_max_bytes: intIn(0, MAX_INT, " (0: no limit)").default(8_388_608),
+  max_history_bytes_total: intIn(0, MAX_INT, " (0: no cap)").default(268_435_456),
+  max_replay_bytes: intIn(0, MAX_INT, " (0: no replays)").default(8_388_608),
 });
 
 const brokerSchema = z.strictObject({
@@ -97,6 +102,10 @@ const brokerSchema = z.strictObject({
     .default("redis://127.0.0.1:6379"),
   prefix: text().default("relay:"),
   required: bool().default(false),
+  // go-ws's RedisBridge channels, <prefix>:broadcast and <prefix>:channel:<name> (gows_bridge.ts).
+  go_ws_prefix: text().refine(isGoWsPrefix, {
+    error: "expected 1-256 of A-Z a-z 0-9 _ - . : (go-ws's rule for a Redis prefix)",
+  }).default("ws"),
 });
 
 const JWT_ALGORITHMS = ["HS256", "RS256", "ES256"] as const;
@@ -175,6 +184,14 @@ const crossChecked = configSchema.superRefine((config, ctx) => {
       path: ["server", "workers"],
       message:
         "must be 1 with broker.type: redis; run one process per core with server.reuse_port instead",
+    });
+  }
+  // go-ws has no rooms: its broadcast reaches every client.
+  if (config.websocket.protocol === "go-ws" && config.websocket.rooms !== "none") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["websocket", "rooms"],
+      message: "must be none with websocket.protocol: go-ws (go-ws has no rooms)",
     });
   }
   // In raw mode the page's subscribe and publish frames would be relayed as

@@ -15,6 +15,7 @@ import { PROTOCOL_ERRORS } from "./protocol.ts";
 import {
   type BrokerStats,
   DISCONNECT_REASONS,
+  HISTORY_DROP_REASONS,
   PUBLISH_SECONDS_BUCKETS,
   REJECT_REASONS,
   RelayStats,
@@ -178,6 +179,24 @@ export function createMetricsHandler(
     collect() {
       this.reset();
       for (const code of PROTOCOL_ERRORS) this.inc({ code }, current.stats.refused[code]);
+    },
+  });
+  gauge(
+    registers,
+    "relay_history_bytes",
+    "Bytes json channel history keeps right now, under channels.max_history_bytes_total.",
+    () => current.stats.historyBytes,
+  );
+  new client.Counter({
+    name: "relay_history_dropped_total",
+    help: "Messages dropped from json channel history, by the setting that bound them.",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      this.reset();
+      for (const reason of HISTORY_DROP_REASONS) {
+        this.inc({ reason }, current.stats.historyDropped[reason]);
+      }
     },
   });
   new client.Counter({

@@ -22,6 +22,7 @@ export const PROTOCOL_ERRORS = [
   "forbidden",
   "rate_limited",
   "binary_unsupported",
+  "too_many_channels",
 ] as const;
 /** One of {@link PROTOCOL_ERRORS}. */
 export type ProtocolErrorCode = typeof PROTOCOL_ERRORS[number];

@@ -6,12 +6,15 @@
  * 400 naming the bad field, 413 over the size limit). A message has
  * `channel` and `data` and nothing else: an unknown field is a 400 too, as
  * a typo must not be dropped silently. Errors are JSON: `{"error": "..."}`.
+ * With `websocket.protocol: go-ws` the body is one go-ws `Message` or an
+ * array of them, read by `gows.ts`.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
+import { parseGoWsPublish } from "./gows.ts";
 import type { Hub } from "./hub.ts";
 import { errorFields } from "./log.ts";
 import { channelNameProblem } from "./protocol.ts";
@@ -69,6 +72,18 @@ export function createPublishHandler(
       body = JSON.parse(text);
     } catch (error) {
       return answer(400, { error: `body is not JSON: ${(error as SyntaxError).message}` });
+    }
+    // go-ws Message bodies have fields and rules of their own (gows.ts).
+    if (config.websocket.protocol === "go-ws") {
+      const messages = parseGoWsPublish(body);
+      if (typeof messages === "string") return answer(400, { error: messages });
+      const counts = await Promise.all(
+        messages.map(({ channel, data, fields }) => hub.publish(channel, data, fields)),
+      );
+      return answer(202, {
+        messages: messages.length,
+        delivered: counts.reduce((a, b) => a + b, 0),
+      });
     }
     const result = validate(body, config.websocket);
     if (typeof result === "string") return answer(400, { error: result });

@@ -81,13 +81,23 @@ export async function startRelay(config: Config): Promise<Relay> {
   return await serveRelay(config);
 }
 
-/** The hub options `config` asks for. */
+/**
+ * The hub options `config` asks for. Each worker of a cluster keeps a
+ * replica of every channel's history, so each holds its share of the
+ * process-wide history cap.
+ */
 export function hubOptions(config: Config): HubOptions {
+  const { websocket, channels, server } = config;
   return {
-    echo: config.websocket.echo,
-    protocol: config.websocket.protocol,
-    historySize: config.channels.history_size,
-    historyTtlMs: durationMs(config.channels.history_ttl),
+    echo: websocket.echo,
+    protocol: websocket.protocol,
+    historySize: channels.history_size,
+    historyTtlMs: durationMs(channels.history_ttl),
+    historyMaxBytes: channels.history_max_bytes,
+    maxHistoryBytesTotal: Math.floor(channels.max_history_bytes_total / server.workers),
+    maxReplayBytes: channels.max_replay_bytes,
+    replaySlackBytes: websocket.send_buffer_max_bytes || 4 * websocket.send_buffer_bytes,
+    maxChannelsPerConnection: websocket.max_channels_per_connection,
   };
 }
 
@@ -404,8 +414,15 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
  * The hub `config` asks for: on its own, or linked to the other instances
  * through Redis (the broker module is loaded only then).
  */
-async function newHub(config: Config): Promise<{ hub: Hub; broker?: RedisBroker }> {
+async function newHub(
+  config: Config,
+): Promise<{ hub: Hub; broker?: Pick<RedisBroker, "up" | "close"> }> {
   if (config.broker.type === "none") return { hub: new Hub(hubOptions(config)) };
+  if (config.websocket.protocol === "go-ws") {
+    // go-ws's RedisBridge format on go-ws's channels instead of the relay's bus.
+    const { startGoWsBridge } = await import("./gows_bridge.ts");
+    return startGoWsBridge(config, hubOptions(config));
+  }
   const { RedisBroker } = await import("./broker.ts");
   const options = hubOptions(config);
   const stats = new BrokerStats();

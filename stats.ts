@@ -35,7 +35,23 @@ export const REJECT_REASONS = [
 /** One of {@link REJECT_REASONS}. */
 export type RejectReason = typeof REJECT_REASONS[number];
 
-/** Counters that only ever grow; the connected-clients gauge is read from the hub. */
+/**
+ * Why history let messages go, for `relay_history_dropped_total{reason}`:
+ * named after the setting that bound them.
+ */
+export const HISTORY_DROP_REASONS = [
+  "history_size",
+  "history_max_bytes",
+  "max_history_bytes_total",
+  "history_ttl",
+] as const;
+/** One of {@link HISTORY_DROP_REASONS}. */
+export type HistoryDropReason = typeof HISTORY_DROP_REASONS[number];
+
+/**
+ * Counters that only ever grow, and {@link historyBytes}, a gauge summed
+ * like them across workers; the connected-clients gauge is read from the hub.
+ */
 export class RelayStats {
   /** Connections registered with the hub. */
   connections = 0;
@@ -53,6 +69,10 @@ export class RelayStats {
   readonly rejected: Record<RejectReason, number> = zeroes(REJECT_REASONS);
   /** Frames refused by code (`json` protocol errors, and rate limiting in both modes). */
   readonly refused: Record<ProtocolErrorCode, number> = zeroes(PROTOCOL_ERRORS);
+  /** Messages dropped from `json` history, by the bound that dropped them. */
+  readonly historyDropped: Record<HistoryDropReason, number> = zeroes(HISTORY_DROP_REASONS);
+  /** Bytes `json` history keeps right now (a gauge, kept up to date by the hub's ledger). */
+  historyBytes = 0;
   /** Publish API requests by HTTP status. */
   readonly publishRequests: Record<string, number> = {};
   /** Broker figures; absent when `broker.type` is `none` (and so in every cluster worker). */
@@ -73,6 +93,10 @@ export class RelayStats {
     }
     for (const reason of REJECT_REASONS) this.rejected[reason] += other.rejected[reason];
     for (const code of PROTOCOL_ERRORS) this.refused[code] += other.refused[code];
+    for (const reason of HISTORY_DROP_REASONS) {
+      this.historyDropped[reason] += other.historyDropped[reason];
+    }
+    this.historyBytes += other.historyBytes;
     for (const [status, count] of Object.entries(other.publishRequests)) {
       this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
     }
@@ -118,6 +142,7 @@ export class BrokerStats {
   }
 }
 
-function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
+/** A count of 0 for each of `keys`. */
+export function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
   return Object.fromEntries(keys.map((key) => [key, 0])) as Record<K, number>;
 }

@@ -1,19 +1,8 @@
 import assert from "node:assert/strict";
-import { nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { ask, nextEvent, nextJson, scrape, startTestRelay, TestClient } from "./helpers.ts";
 import type { Relay } from "../server.ts";
 
 const JSON_MODE = { websocket: { protocol: "json" as const } };
-
-/** The next frame, parsed. */
-async function nextJson(client: TestClient): Promise<Record<string, unknown>> {
-  return JSON.parse(await client.next() as string);
-}
-
-/** Sends a command and resolves with the reply. */
-async function ask(client: TestClient, command: unknown): Promise<Record<string, unknown>> {
-  client.send(typeof command === "string" ? command : JSON.stringify(command));
-  return await nextJson(client);
-}
 
 async function subscriber(relay: Relay, channel: string): Promise<TestClient> {
   const client = await TestClient.connect(relay);
