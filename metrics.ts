@@ -15,6 +15,7 @@ import { PROTOCOL_ERRORS } from "./protocol.ts";
 import {
   type BrokerStats,
   DISCONNECT_REASONS,
+  HTTP_TIMEOUT_PHASES,
   PUBLISH_SECONDS_BUCKETS,
   REJECT_REASONS,
   RelayStats,
@@ -160,7 +161,8 @@ export function createMetricsHandler(
   });
   new client.Counter({
     name: "websocket_rejected_connections_total",
-    help: "WebSocket upgrades refused before they happened, by reason.",
+    help:
+      "Connections refused before a WebSocket upgrade, by reason (max_connections: closed at accept).",
     labelNames: ["reason"],
     registers,
     collect() {
@@ -189,6 +191,24 @@ export function createMetricsHandler(
       this.reset();
       for (const [status, count] of Object.entries(current.stats.publishRequests)) {
         this.inc({ status }, count);
+      }
+    },
+  });
+  counter(
+    registers,
+    "relay_accept_errors_total",
+    "Accept attempts that failed for lack of file descriptors (EMFILE, ENFILE).",
+    () => current.stats.acceptErrors,
+  );
+  new client.Counter({
+    name: "relay_http_timeouts_total",
+    help: "Connections closed for a request head, body or keep-alive wait that ran out of time.",
+    labelNames: ["phase"],
+    registers,
+    collect() {
+      this.reset();
+      for (const phase of HTTP_TIMEOUT_PHASES) {
+        this.inc({ phase }, current.stats.httpTimeouts[phase]);
       }
     },
   });
