@@ -51,6 +51,8 @@ interface Episode {
   readonly startedAt: number;
   failedAccepts: number;
   calmChecks: number;
+  /** When the current run of calm checks began: accepting works again from then. */
+  calmSince: number;
 }
 
 const log = getLogger(["relay", "accept"]);
@@ -100,7 +102,9 @@ function check(): void {
   const code = shortage();
   if (code === undefined) {
     rearmAll();
-    if (episode !== undefined && ++episode.calmChecks >= CALM_CHECKS) endEpisode(episode);
+    if (episode === undefined) return;
+    if (episode.calmChecks++ === 0) episode.calmSince = performance.now();
+    if (episode.calmChecks >= CALM_CHECKS) endEpisode(episode);
     return;
   }
   if (episode === undefined) episode = startEpisode(code);
@@ -125,12 +129,13 @@ function startEpisode(code: string): Episode {
       retry: ACCEPT_RETRY_MS,
     },
   );
-  return { code, startedAt: performance.now(), failedAccepts: 0, calmChecks: 0 };
+  const now = performance.now();
+  return { code, startedAt: now, failedAccepts: 0, calmChecks: 0, calmSince: now };
 }
 
 function endEpisode(ended: Episode): void {
   episode = undefined;
-  const seconds = (performance.now() - ended.startedAt) / 1000;
+  const seconds = (ended.calmSince - ended.startedAt) / 1000;
   log.info("accepting connections again after {seconds} s out of file descriptors ({failed})", {
     seconds: Number(seconds.toFixed(1)),
     count: ended.failedAccepts,
