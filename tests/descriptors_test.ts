@@ -2,13 +2,16 @@
  * Running out of file descriptors: a relay child process under a low
  * `ulimit -n`, flooded with more bare TCP connections than it has
  * descriptors, stays up, keeps serving the clients it has, warns once, and
- * accepts again once the flood is gone.
+ * accepts again once the flood is gone; and the same cycle in this process,
+ * run out of descriptors by opening files.
  *
  * @module
  */
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import assert from "node:assert/strict";
-import { parseSamples, TestClient, within } from "./helpers.ts";
+import { bounded, parseSamples, startTestRelay, TestClient, within } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
+import { RawWebSocket } from "./raw_ws.ts";
 
 /** Descriptors the relay gets: a few dozen are its own, the rest are for connections. */
 const NOFILE = 256;
@@ -58,4 +61,71 @@ Deno.test("a relay out of file descriptors stays up, warns once, delivers to its
     assert.equal(relay.stderr.match(/Cannot accept new connections/g)?.length, 1);
     await Promise.all([canary.close(), sender.close(), late.close()]);
   });
+});
+
+/** This process's soft limit on open files, from /proc (the tests run with -A). */
+function openFilesLimit(): number {
+  const limits = Deno.readTextFileSync("/proc/self/limits");
+  return Number(limits.match(/^Max open files\s+(\d+)/m)?.[1] ?? Infinity);
+}
+
+Deno.test({
+  name:
+    "a listener whose accept failed for lack of descriptors accepts the waiting connection once they are free, and says so once",
+  // Running this process out of descriptors means opening that many files.
+  ignore: openFilesLimit() > 100_000,
+  async fn() {
+    const records: LogRecord[] = [];
+    const warned = Promise.withResolvers<void>();
+    const recovered = Promise.withResolvers<void>();
+    await configure({
+      reset: true,
+      sinks: {
+        capture(record: LogRecord) {
+          records.push(record);
+          if (record.level === "warning") warned.resolve();
+          if (String(record.rawMessage).startsWith("accepting connections again")) {
+            recovered.resolve();
+          }
+        },
+      },
+      loggers: [
+        { category: ["relay", "accept"], lowestLevel: "info", sinks: ["capture"] },
+        { category: ["logtape", "meta"], lowestLevel: "fatal", sinks: [] },
+      ],
+    });
+    try {
+      await using relay = await startTestRelay();
+      const files: Deno.FsFile[] = [];
+      let conn: Deno.TcpConn;
+      try {
+        while (true) {
+          try {
+            files.push(Deno.openSync("/dev/null"));
+          } catch (error) {
+            assert.equal((error as { code?: string }).code, "EMFILE");
+            break;
+          }
+        }
+        // One descriptor for this end of the connection; the relay's end finds none.
+        files.pop()!.close();
+        conn = await Deno.connect({ hostname: "127.0.0.1", port: relay.addr.port });
+        await bounded(warned.promise, "the warning that descriptors ran out");
+      } finally {
+        for (const file of files) file.close();
+      }
+      try {
+        await RawWebSocket.handshake(conn);
+        await bounded(recovered.promise, "the line that accepting works again");
+      } finally {
+        conn.close();
+      }
+      assert.ok(relay.hub.stats.acceptErrors > 0);
+      const warnings = records.filter((record) => record.level === "warning");
+      assert.equal(warnings.length, 1);
+      assert.equal(warnings[0].properties.code, "EMFILE");
+    } finally {
+      await reset();
+    }
+  },
 });
