@@ -3,11 +3,14 @@
  * process. Opens many connections that each send most of a request head at
  * once (just under `server.max_header_bytes`, the most a head may hold) and
  * then one more byte every second, never finishing it; samples the relay's
- * RSS before, while they are held, and after `server.header_timeout` has
- * closed them, and counts what the relay closed. Stops by itself: at the
- * latest at twice the deadline plus a few seconds.
+ * RSS and heap before, while they are held, and after
+ * `server.header_timeout` has closed them, and counts what the relay
+ * closed. With `--rounds N` the attack is repeated on the same relay, which
+ * shows whether memory kept after a round is reused by the next or grows.
+ * Stops by itself: each round ends at the latest at twice the deadline plus
+ * a few seconds.
  *
- * Usage: deno run -A bench/slowloris.ts [--connections 2000] [--header-timeout 10s]
+ * Usage: deno run -A bench/slowloris.ts [--connections 2000] [--header-timeout 10s] [--rounds 1]
  *
  * @module
  */
@@ -22,20 +25,24 @@ const { values } = parseArgs({
     connections: { type: "string", default: "2000" },
     "header-timeout": { type: "string", default: "10s" },
     "max-header-bytes": { type: "string", default: "16384" },
+    rounds: { type: "string", default: "1" },
   },
 });
 const connections = Number(values.connections);
 const headerTimeoutMs = parseDuration(values["header-timeout"]) ?? NaN;
 const maxHeaderBytes = Number(values["max-header-bytes"]);
-if (!(connections > 0 && headerTimeoutMs > 0 && maxHeaderBytes > 1024)) {
+const rounds = Number(values.rounds);
+if (!(connections > 0 && headerTimeoutMs > 0 && maxHeaderBytes > 1024 && rounds >= 1)) {
   console.error(
-    "slowloris: --connections, --header-timeout and --max-header-bytes must be positive",
+    "slowloris: --connections, --header-timeout, --max-header-bytes and --rounds must be positive",
   );
   Deno.exit(2);
 }
 const TRICKLE_MS = 1000;
 const SAMPLE_MS = 250;
 const GIVE_UP_MS = 2 * headerTimeoutMs + 5_000;
+/** After the last close, for the relay to finish what the closes left it before the last sample. */
+const SETTLE_MS = 2_000;
 
 const metricsPort = freePort();
 const { child, url } = await startServer("relay", undefined, 1, {
@@ -44,20 +51,23 @@ const { child, url } = await startServer("relay", undefined, 1, {
   RELAY_METRICS_PORT: String(metricsPort),
 });
 const port = Number(new URL(url).port);
+const round1 = (value: number) => Number(value.toFixed(1));
 const rssMiB = () => statusKiB(child.pid, "VmRSS") / 1024;
 const scrape = async () => await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-const heapMiB = async () =>
-  Number((await scrape()).match(/^nodejs_heap_size_used_bytes (\S+)/m)?.[1] ?? NaN) / 2 ** 20;
+const sample = (metrics: string, name: string) =>
+  Number(metrics.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1] ?? NaN);
+const heapMiB = async () => sample(await scrape(), "nodejs_heap_size_used_bytes") / 2 ** 20;
 
 // Most of a head, never its end: short of the cap, so the relay has to hold it.
 const head = new TextEncoder().encode(
   `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ${"a".repeat(maxHeaderBytes - 1024)}`,
 );
 const dot = new TextEncoder().encode("a");
-
-let closedByRelay = 0;
 const open = new Set<Deno.TcpConn>();
-try {
+
+/** One attack: every connection opened, held until the relay closes it (or the give-up time). */
+async function attack() {
+  let closedByRelay = 0;
   const before = rssMiB();
   const heapBefore = await heapMiB();
   const started = performance.now();
@@ -104,44 +114,49 @@ try {
     }
   }
   clearInterval(trickle);
-  // Let the relay finish what the closes left it (parsers, buffers) before the last sample.
-  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
   const after = rssMiB();
-  const metrics = await scrape();
-  const heapAfter = Number(metrics.match(/^nodejs_heap_size_used_bytes (\S+)/m)?.[1] ?? NaN) /
-    2 ** 20;
-  const timeouts = Number(
-    metrics.match(/^relay_http_timeouts_total\{phase="header"\} (\d+)/m)?.[1] ?? NaN,
-  );
+  const heapAfter = await heapMiB();
+  return {
+    secondsToConnectAll: round1((connectedAt - started) / 1000),
+    closedByRelay,
+    stillOpen: open.size,
+    secondsUntilAllClosed: allClosedAt === undefined
+      ? null
+      : round1((allClosedAt - started) / 1000),
+    rssMiB: {
+      before: round1(before),
+      peakWhileAllHeld: round1(heldPeak),
+      peak: round1(peak),
+      after: round1(after),
+    },
+    heapUsedMiB: {
+      before: round1(heapBefore),
+      whileAllHeld: round1(heapHeld),
+      after: round1(heapAfter),
+    },
+    kibPerHeldConnection: round1((heldPeak - before) * 1024 / connections),
+  };
+}
+
+try {
+  const results = [];
+  for (let round = 0; round < rounds; round++) results.push(await attack());
+  const counted = sample(await scrape(), 'relay_http_timeouts_total\\{phase="header"\\}');
   console.log(JSON.stringify(
     {
       connections,
       headerTimeout: values["header-timeout"],
       headBytesEach: head.length,
-      secondsToConnectAll: Number(((connectedAt - started) / 1000).toFixed(1)),
-      closedByRelay,
-      stillOpen: open.size,
-      secondsUntilAllClosed: allClosedAt === undefined
-        ? null
-        : Number(((allClosedAt - started) / 1000).toFixed(1)),
-      headerTimeoutsCounted: timeouts,
-      rssMiB: {
-        before: Number(before.toFixed(1)),
-        peakWhileAllHeld: Number(heldPeak.toFixed(1)),
-        peak: Number(peak.toFixed(1)),
-        after: Number(after.toFixed(1)),
-      },
-      heapUsedMiB: {
-        before: Number(heapBefore.toFixed(1)),
-        whileAllHeld: Number(heapHeld.toFixed(1)),
-        after: Number(heapAfter.toFixed(1)),
-      },
-      kibPerHeldConnection: Number(((heldPeak - before) * 1024 / connections).toFixed(1)),
+      headerTimeoutsCounted: counted,
+      rounds: results,
     },
     null,
     2,
   ));
-  Deno.exitCode = open.size === 0 && closedByRelay === connections ? 0 : 1;
+  const allClosed = results.every((r) => r.stillOpen === 0 && r.closedByRelay === connections);
+  // At least: connections on the metrics port (the scrapes) are counted too.
+  Deno.exitCode = allClosed && counted >= connections * rounds ? 0 : 1;
 } finally {
   for (const conn of open) conn.close();
   child.kill("SIGTERM");
