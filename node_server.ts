@@ -45,8 +45,8 @@ export interface ListenOptions {
   /** PEM certificate chain and key: serve TLS. */
   cert?: string;
   key?: string;
-  /** Deadlines and sizes for all that is not an upgraded WebSocket. @default DEFAULT_HTTP_LIMITS */
-  http?: HttpLimits;
+  /** Deadlines and sizes for all that is not an upgraded WebSocket (`server.ts`'s `httpLimits`). */
+  http: HttpLimits;
   /** Count TCP connections, and refuse them at accept over a limit. */
   connections?: ConnectionLimit;
   /** Where refusals, timeouts and accept errors are counted. */
@@ -64,14 +64,6 @@ export interface HttpLimits {
   /** Request line and headers together; more is answered with 431. */
   maxHeaderBytes: number;
 }
-
-/** `server.header_timeout` and the rest at their defaults. */
-export const DEFAULT_HTTP_LIMITS: HttpLimits = {
-  headerTimeoutMs: 10_000,
-  bodyTimeoutMs: 30_000,
-  keepAliveTimeoutMs: 5_000,
-  maxHeaderBytes: 16_384,
-};
 
 /** TCP connections counted from accept to close, upgraded or not. */
 export interface ConnectionLimit {
@@ -102,7 +94,7 @@ export async function listenNode(
   onUpgrade: UpgradeHandler,
 ): Promise<NodeListener> {
   const { hostname, port, reusePort = false, cert, key } = options;
-  const { http = DEFAULT_HTTP_LIMITS, connections, stats = new RelayStats() } = options;
+  const { http, connections, stats = new RelayStats() } = options;
   const tls = cert !== undefined && key !== undefined;
   const server: Server = tls
     ? createHttpsServer({
@@ -259,7 +251,7 @@ function refuse(socket: Socket, tls: boolean): void {
 }
 
 /** A socket that fails or is done must not hold its descriptor, nor take the process with it. */
-function destroySocket(this: Socket): void {
+export function destroySocket(this: Duplex): void {
   this.destroy();
 }
 

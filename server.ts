@@ -30,6 +30,7 @@ import { WebSocketEngine } from "./engine/engine.ts";
 import { checkHandshake, httpAnswer, type Refusal } from "./engine/handshake.ts";
 import { RuntimeConnection } from "./engine/runtime_connection.ts";
 import {
+  destroySocket,
   formatHost,
   headOf,
   type HttpLimits,
@@ -511,12 +512,6 @@ export async function listenMetrics(
 /** The metrics port has no WebSockets. */
 function rejectUpgrade(_request: IncomingMessage, socket: Duplex): void {
   socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-}
-
-/** Resolves with how many connections were still open when the deadline passed. */
-/** A socket that fails before it is a connection must not take the process with it. */
-function destroySocket(this: Duplex): void {
-  this.destroy();
 }
 
 /** Resolves when `promise` does or `timeoutMs` has passed, whichever is first. */
