@@ -55,7 +55,7 @@ export interface ListenOptions {
 
 /** Deadlines (0: none) and sizes for requests; an upgraded WebSocket has its own clocks. */
 export interface HttpLimits {
-  /** From a connection's first byte (or a kept-alive one's next request) to its complete head. */
+  /** From accept (on a kept-alive connection, the next request's first byte) to the complete head. */
   headerTimeoutMs: number;
   /** After the head, how long the body may take at least; the whole request gets both. */
   bodyTimeoutMs: number;
