@@ -66,6 +66,10 @@ const serverSchema = z.strictObject({
   trust_proxy: bool().default(false),
   reuse_port: bool().default(false),
   max_buffered_bytes: intIn(0, MAX_INT, " (0: no cap)").default(1_073_741_824),
+  header_timeout: duration().default("10s"),
+  body_timeout: duration().default("30s"),
+  keepalive_timeout: duration().default("5s"),
+  max_header_bytes: intIn(1024, 1_048_576).default(16_384),
 });
 
 const websocketSchema = z.strictObject({

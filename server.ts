@@ -29,15 +29,23 @@ import type { Connection } from "./engine/connection.ts";
 import { WebSocketEngine } from "./engine/engine.ts";
 import { checkHandshake, httpAnswer, type Refusal } from "./engine/handshake.ts";
 import { RuntimeConnection } from "./engine/runtime_connection.ts";
-import { formatHost, headOf, listenNode, remoteOf } from "./node_server.ts";
+import {
+  destroySocket,
+  formatHost,
+  headOf,
+  type HttpLimits,
+  listenNode,
+  type NodeListener,
+  remoteOf,
+} from "./node_server.ts";
 import { Hub, type HubOptions } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
-import { BrokerStats, type RejectReason } from "./stats.ts";
+import { BrokerStats, type RejectReason, type RelayStats } from "./stats.ts";
 import type { RedisBroker } from "./broker.ts";
 import { VERSION } from "./version.ts";
 import { readTlsFiles } from "./startup.ts";
-import { errorFields, plural } from "./log.ts";
+import { plural } from "./log.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
 export class RelayStartError extends Error {
@@ -110,6 +118,13 @@ export interface HandlerOptions {
    * cluster so `server.max_connections` holds for the sum of all workers.
    */
   connectionCount?: Int32Array;
+  /**
+   * The listener counts every TCP connection in `connectionCount` from
+   * accept to close (as {@link serveRelay}'s does), so an upgrade takes no
+   * slot of its own. Without it, upgrades are what is counted.
+   * @default false
+   */
+  countedAtAccept?: boolean;
 }
 
 /** A relay without a listener, for a program that serves it from its own `Deno.serve`. */
@@ -151,7 +166,7 @@ export async function createRelayHandler(
   options: HandlerOptions = {},
 ): Promise<RelayHandler> {
   const { server: serverConfig, websocket } = config;
-  const { connectionCount = new Int32Array(1) } = options;
+  const { connectionCount = new Int32Array(1), countedAtAccept = false } = options;
   const auth = await Authenticator.create(config.auth).catch((error) => {
     throw new RelayStartError(error.message);
   });
@@ -188,10 +203,11 @@ export async function createRelayHandler(
   let draining = false;
   /** Resolved when the last connection is gone during a drain. */
   let allClosed: PromiseWithResolvers<void> | undefined;
-  // One function for every client: no closure per connection.
+  // One function for every client: no closure per connection. A connection
+  // counted at accept gives its slot back when its socket closes, not here.
   const onClosed = (client: Client) => {
     connections.delete(client);
-    Atomics.sub(connectionCount, 0, 1);
+    if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
     if (connections.size === 0) allClosed?.resolve();
   };
 
@@ -210,7 +226,8 @@ export async function createRelayHandler(
 
   /**
    * The checks every upgrade passes, whichever path carries it. On success
-   * the connection is counted; the caller releases it if it goes no further.
+   * the connection is counted (unless it was at accept); the caller
+   * releases it if it goes no further.
    */
   const admit = async (request: RequestHead, peer: Deno.NetAddr): Promise<Admission> => {
     if (draining) return refuse("shutting_down", 503, "Service Unavailable: shutting down");
@@ -229,7 +246,7 @@ export async function createRelayHandler(
         });
     }
     const limit = serverConfig.max_connections;
-    if (Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
+    if (!countedAtAccept && Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
       Atomics.sub(connectionCount, 0, 1);
       return refuse("max_connections", 503, "Service Unavailable: connection limit reached");
     }
@@ -257,7 +274,10 @@ export async function createRelayHandler(
     const tls = "encrypted" in socket;
     const admitted = await admit(headOf(request, tls), remoteOf(request));
     if (!admitted.ok) return void socket.end(httpAnswer(admitted.refusal));
-    if (socket.destroyed) return void Atomics.sub(connectionCount, 0, 1);
+    if (socket.destroyed) {
+      if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
+      return;
+    }
     serveClient(engine.accept(socket, head, handshake.key, admitted.grant.protocol), admitted);
   };
 
@@ -274,7 +294,7 @@ export async function createRelayHandler(
         protocol: admitted.grant.protocol,
       });
     } catch (error) {
-      Atomics.sub(connectionCount, 0, 1);
+      if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
       return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
     }
     serveClient(new RuntimeConnection(upgraded.socket, limits), admitted);
@@ -339,7 +359,12 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
   const tls = await readTlsFiles(serverConfig.tls).catch((error) => {
     throw new RelayStartError(error.message);
   });
-  const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, options);
+  const { connectionCount = new Int32Array(1) } = options;
+  const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, {
+    ...options,
+    connectionCount,
+    countedAtAccept: true,
+  });
   const stats = hub.stats;
 
   let wsServer;
@@ -351,6 +376,9 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
         port: serverConfig.port,
         reusePort,
         ...tls,
+        http: httpLimits(config),
+        connections: { count: connectionCount, max: serverConfig.max_connections },
+        stats,
       },
       handler,
       handleUpgrade,
@@ -360,10 +388,14 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
     throw new RelayStartError((error as Error).message);
   }
 
-  let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let metricsServer: NodeListener | undefined;
   if (metrics.enabled) {
     try {
-      metricsServer = listenMetrics(metrics, () => ({ stats, connectedClients: hub.size }));
+      metricsServer = await listenMetrics(
+        config,
+        () => ({ stats, connectedClients: hub.size }),
+        stats,
+      );
     } catch (error) {
       await wsServer.close();
       await hub.shutdown();
@@ -391,7 +423,7 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
           timeout: serverConfig.shutdown_timeout,
         });
       }
-      await Promise.all([wsServer.close(), metricsServer?.shutdown()]);
+      await Promise.all([wsServer.close(), metricsServer?.close()]);
       if (logLifecycle) log.info("shut down");
     })();
     return stopping;
@@ -457,27 +489,48 @@ export function announceListening(
   }
 }
 
-/** Serves `/metrics` from `source`; 404 for any other path. */
-export function listenMetrics(
-  metrics: Config["metrics"],
-  source: MetricsSource,
-): Deno.HttpServer<Deno.NetAddr> {
-  const expose = createMetricsHandler(source);
-  return listen(
-    "metrics",
-    { hostname: metrics.host, port: metrics.port },
-    (request) =>
-      new URL(request.url).pathname === metrics.path
-        ? expose(request)
-        : new Response("Not Found\n", { status: 404 }),
-  );
+/** The deadlines and sizes `config` gives requests that are not upgraded. */
+export function httpLimits(config: Config): HttpLimits {
+  const { server } = config;
+  return {
+    headerTimeoutMs: durationMs(server.header_timeout),
+    bodyTimeoutMs: durationMs(server.body_timeout),
+    keepAliveTimeoutMs: durationMs(server.keepalive_timeout),
+    maxHeaderBytes: server.max_header_bytes,
+  };
 }
 
-/** Resolves with how many connections were still open when the deadline passed. */
-/** A socket that fails before it is a connection must not take the process with it. */
-function destroySocket(this: Duplex, error: Error): void {
-  log.debug("socket error during an upgrade: {cause}", errorFields(error));
-  this.destroy();
+/**
+ * Serves `/metrics` from `source`; 404 for any other path. On `node:http`
+ * like the WebSocket port, so that it too survives running out of
+ * descriptors (`Deno.serve` stops for good at a failed accept, and its
+ * `finished` rejects); accept errors are counted into `stats`.
+ */
+export async function listenMetrics(
+  config: Config,
+  source: MetricsSource,
+  stats: RelayStats,
+): Promise<NodeListener> {
+  const { metrics } = config;
+  const expose = createMetricsHandler(source);
+  try {
+    return await listenNode(
+      "metrics",
+      { hostname: metrics.host, port: metrics.port, http: httpLimits(config), stats },
+      (request) =>
+        new URL(request.url).pathname === metrics.path
+          ? expose(request)
+          : new Response("Not Found\n", { status: 404 }),
+      rejectUpgrade,
+    );
+  } catch (error) {
+    throw new RelayStartError((error as Error).message);
+  }
+}
+
+/** The metrics port has no WebSockets. */
+function rejectUpgrade(_request: IncomingMessage, socket: Duplex): void {
+  socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
 }
 
 /** Resolves when `promise` does or `timeoutMs` has passed, whichever is first. */
@@ -487,27 +540,6 @@ async function within(promise: Promise<void>, timeoutMs: number): Promise<void> 
     await Promise.race([promise, new Promise((resolve) => timer = setTimeout(resolve, timeoutMs))]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-function listen(
-  what: string,
-  options: Deno.ServeTcpOptions,
-  handler: Deno.ServeHandler<Deno.NetAddr>,
-): Deno.HttpServer<Deno.NetAddr> {
-  // Without onError, Deno.serve prints a handler's error as a plain stack trace.
-  const onError = (error: unknown) => {
-    log.error("{what} request failed: {cause}", { what, ...errorFields(error, true) });
-    return new Response("Internal Server Error\n", { status: 500 });
-  };
-  try {
-    return Deno.serve({ ...options, onListen: () => {}, onError }, handler);
-  } catch (error) {
-    const where = `${formatHost(options.hostname ?? "0.0.0.0")}:${options.port}`;
-    const why = error instanceof Deno.errors.AddrInUse
-      ? "address already in use"
-      : (error as Error).message;
-    throw new RelayStartError(`Cannot listen for ${what} on ${where}: ${why}`);
   }
 }
 

@@ -49,6 +49,14 @@ export const HISTORY_DROP_REASONS = [
 export type HistoryDropReason = typeof HISTORY_DROP_REASONS[number];
 
 /**
+ * Which part of a plain HTTP exchange ran out of time: the request head,
+ * its body, or the wait for the next request on a kept-alive connection.
+ */
+export const HTTP_TIMEOUT_PHASES = ["header", "body", "idle"] as const;
+/** One of {@link HTTP_TIMEOUT_PHASES}. */
+export type HttpTimeoutPhase = typeof HTTP_TIMEOUT_PHASES[number];
+
+/**
  * Counters that only ever grow, and {@link historyBytes}, a gauge summed
  * like them across workers; the connected-clients gauge is read from the hub.
  */
@@ -65,7 +73,7 @@ export class RelayStats {
   bytesSent = 0;
   /** Removals by reason. */
   readonly disconnections: Record<DisconnectReason, number> = zeroes(DISCONNECT_REASONS);
-  /** Refused upgrades by reason. */
+  /** Connections refused before an upgrade, by reason (`max_connections`: closed at accept). */
   readonly rejected: Record<RejectReason, number> = zeroes(REJECT_REASONS);
   /** Frames refused by code (`json` protocol errors, and rate limiting in both modes). */
   readonly refused: Record<ProtocolErrorCode, number> = zeroes(PROTOCOL_ERRORS);
@@ -75,6 +83,10 @@ export class RelayStats {
   historyBytes = 0;
   /** Publish API requests by HTTP status. */
   readonly publishRequests: Record<string, number> = {};
+  /** Accept attempts that failed for lack of file descriptors (see `accept_guard.ts`). */
+  acceptErrors = 0;
+  /** Connections closed because a request head, body or keep-alive wait ran out of time. */
+  readonly httpTimeouts: Record<HttpTimeoutPhase, number> = zeroes(HTTP_TIMEOUT_PHASES);
   /** Broker figures; absent when `broker.type` is `none` (and so in every cluster worker). */
   broker: BrokerStats | undefined;
 
@@ -100,6 +112,8 @@ export class RelayStats {
     for (const [status, count] of Object.entries(other.publishRequests)) {
       this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
     }
+    this.acceptErrors += other.acceptErrors;
+    for (const phase of HTTP_TIMEOUT_PHASES) this.httpTimeouts[phase] += other.httpTimeouts[phase];
   }
 }
 
