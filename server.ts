@@ -1,6 +1,6 @@
 /**
  * The network edge: the WebSocket port on `node:http` / `node:https` with
- * upgrades handed to the engine (`engine/`), metrics on a `node:http`,
+ * upgrades handed to the engine (`engine/`), metrics on a second `node:http` server,
  * routing (upgrade, `/healthz`, `/readyz`, the publish API, the example
  * page, the 426 hint), the checks made before an upgrade (origin, auth,
  * connection limit, shutdown), and the relay's lifecycle through
