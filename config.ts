@@ -21,6 +21,7 @@ import { isGoWsPrefix } from "./gows.ts";
 
 /** Thrown for any config the relay refuses; `main.ts` turns it into exit code 2. */
 export class ConfigError extends Error {
+  /** Always `"ConfigError"`. */
   override name = "ConfigError";
 }
 
@@ -209,14 +210,96 @@ const crossChecked = configSchema.superRefine((config, ctx) => {
   }
 });
 
-/** The validated configuration; every key has a value. Durations stay Go strings. */
-export type Config = z.output<typeof configSchema>;
+/**
+ * The validated configuration; every key has a value. Durations stay Go
+ * strings (`"10s"`); README's configuration table says what each key does.
+ */
+export interface Config {
+  /** Listener, TLS, limits, deadlines, workers and shutdown. */
+  server: {
+    host: string;
+    port: number;
+    tls: { enabled: boolean; cert_file: string; key_file: string };
+    allowed_origins: string[];
+    max_connections: number;
+    shutdown_timeout: string;
+    workers: number;
+    serve_example: boolean;
+    trust_proxy: boolean;
+    reuse_port: boolean;
+    max_buffered_bytes: number;
+    header_timeout: string;
+    body_timeout: string;
+    keepalive_timeout: string;
+    max_header_bytes: number;
+  };
+  /** Per-connection limits, timeouts, rooms and the wire protocol. */
+  websocket: {
+    max_message_bytes: number;
+    send_buffer_bytes: number;
+    send_buffer_max_bytes: number;
+    send_timeout: string;
+    idle_timeout: string;
+    close_timeout: string;
+    echo: boolean;
+    rooms: "none" | "path";
+    protocol: "raw" | "json" | "go-ws";
+    max_channels_per_connection: number;
+    rate_limit: { messages_per_second: number; burst: number };
+  };
+  /** History kept per channel for recovery (json). */
+  channels: {
+    history_size: number;
+    history_ttl: string;
+    history_max_bytes: number;
+    max_history_bytes_total: number;
+    max_replay_bytes: number;
+  };
+  /** Who may connect and who may publish. */
+  auth: {
+    mode: "none" | "api_key" | "jwt";
+    api_keys: string[];
+    publish_keys: string[];
+    jwt: {
+      algorithm: "HS256" | "RS256" | "ES256";
+      secret: string;
+      public_key_file: string;
+      issuer: string;
+      audience: string;
+      require_exp: boolean;
+      leeway: string;
+    };
+  };
+  /** Redis between instances. */
+  broker: {
+    type: "none" | "redis";
+    url: string;
+    prefix: string;
+    required: boolean;
+    go_ws_prefix: string;
+  };
+  /** The Prometheus listener. */
+  metrics: { enabled: boolean; host: string; port: number; path: string };
+  /** Log level and format. */
+  log: {
+    level: "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+    format: "text" | "json";
+  };
+}
+
+/** True when `A` and `B` are the same type (not merely assignable one way). */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true
+  : false;
+// Written out for the package's public API (JSR refuses inferred types there);
+// this line fails the type check the moment the schema and the interface differ.
+const _schemaIsConfig: Same<z.output<typeof configSchema>, Config> = true;
 
 /** The configuration an absent or empty file gives. */
 export const DEFAULT_CONFIG: Config = crossChecked.parse({});
 
 /** What {@link loadConfig} found. */
 export interface LoadedConfig {
+  /** The validated configuration, environment applied. */
   config: Config;
   /** The file read, or `null` when the default file was absent and defaults apply. */
   file: string | null;
@@ -236,6 +319,7 @@ export interface EnvReport {
 
 /** A `RELAY_*` variable that sets nothing. */
 export interface IgnoredVariable {
+  /** The variable's name (`RELAY_SERVER_PROT`). */
   readonly name: string;
   /** Why, for the operator: `not a setting; did you mean RELAY_SERVER_PORT?`. */
   readonly reason: string;
