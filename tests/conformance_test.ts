@@ -26,7 +26,7 @@ import {
   type Frame,
   type FrameSpec,
   Opcode,
-  RawWebSocket,
+  type RawWebSocket,
   requestUpgrade,
   type UpgradeRequest,
   type UpgradeResponse,
