@@ -1,19 +1,21 @@
 /**
  * Who may connect and publish: the `auth` section checked on every upgrade
  * (`none`, `api_key`, or `jwt` through `jose`) and on every publish API
- * request (`auth.publish_keys`). A token is taken from `Authorization:
- * Bearer`, the `token` query parameter, or a `bearer.<token>` entry of
- * `Sec-WebSocket-Protocol` (browsers cannot set headers on a WebSocket).
- * Nothing of a token is ever logged or echoed in an error.
+ * request (`auth.publish_keys`). On an upgrade a token is taken from
+ * `Authorization: Bearer`, the `token` query parameter, or a `bearer.<token>`
+ * entry of `Sec-WebSocket-Protocol` (browsers cannot set headers on a
+ * WebSocket); a publish key from `Authorization: Bearer` only. Nothing of a
+ * token is ever logged, echoed in an error, or chosen as the subprotocol the
+ * answer names: a client that offers only `bearer.<token>` is refused (400).
  *
  * @module
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { errors, importSPKI, jwtVerify, type JWTVerifyOptions } from "jose";
-import type { Config } from "./config.ts";
+import { type Config, durationMs } from "./config.ts";
 
 /** Why an upgrade was refused by auth; counted as a rejection reason. */
-export type AuthFailure = "auth_missing" | "auth_invalid" | "auth_expired";
+export type AuthFailure = "auth_missing" | "auth_invalid" | "auth_expired" | "subprotocol";
 
 /** What a client may do once connected. */
 export interface Grant {
@@ -21,14 +23,17 @@ export interface Grant {
   expiresAt?: number;
   /** Channels it may subscribe and publish to; `undefined`: all. */
   channels?: ChannelPatterns;
-  /** The `Sec-WebSocket-Protocol` to answer with, when the client offered any. */
+  /** The `Sec-WebSocket-Protocol` to answer with, when the client offered any; never a token. */
   protocol?: string;
 }
 
-/** The outcome of {@link Authenticator.check}. */
+/**
+ * The outcome of {@link Authenticator.check}: a grant, or the HTTP status
+ * of the refusal (400 for a request no token could fix, 401) and why.
+ */
 export type AuthResult =
   | { ok: true; grant: Grant }
-  | { ok: false; reason: AuthFailure; message: string };
+  | { ok: false; status: 400 | 401; reason: AuthFailure; message: string };
 
 /**
  * What auth reads of a request: its URL and headers. A `Request` is one; the
@@ -42,21 +47,82 @@ export interface RequestHead {
 /** The subprotocol entry prefix that carries a token. */
 export const BEARER_PROTOCOL_PREFIX = "bearer.";
 
-/** Glob patterns (`*` any run, `?` one character) a channel name must match one of. */
+/**
+ * The answer to a client whose only subprotocols carry tokens. The relay
+ * must answer an offer with one of its entries (browsers fail the
+ * connection otherwise) and must not answer with a token: the response
+ * header would put it in every proxy's log.
+ */
+const BEARER_ONLY_MESSAGE =
+  "offer a subprotocol besides bearer.<token>, e.g. relay: the answer names the subprotocol it picks, and must not name a token";
+
+/**
+ * Glob patterns (`*` any run, `?` one character) a channel name must match
+ * one of. The patterns come from a token's `channels` claim, so whoever
+ * holds a token chooses them: they are matched by {@link globMatches}, whose
+ * time is bounded by the product of the lengths, never by a regular
+ * expression built from the claim (`*a*a*a*a*a*a*b` made V8's backtracking
+ * take seconds per frame).
+ */
 export class ChannelPatterns {
-  readonly #pattern: RegExp;
+  readonly #globs: readonly string[];
 
   constructor(globs: readonly string[]) {
-    const alternatives = globs.map((glob) =>
-      glob.replace(/[.+^${}()|[\]\\]/g, "\\$&").replaceAll("*", ".*").replaceAll("?", ".")
-    );
-    this.#pattern = new RegExp(`^(?:${alternatives.join("|")})$`);
+    // An empty claim allows only "", as the regular expression it replaces
+    // did (an empty alternation); no channel name is empty, so: nothing.
+    this.#globs = globs.length === 0 ? [""] : [...globs];
   }
 
   /** Whether `channel` matches one of the patterns. */
   allows(channel: string): boolean {
-    return this.#pattern.test(channel);
+    for (const glob of this.#globs) if (globMatches(glob, channel)) return true;
+    return false;
   }
+}
+
+/**
+ * Whether all of `text` matches `glob`: `*` is any run of characters, `?`
+ * exactly one, anything else itself. Neither wildcard crosses a line
+ * terminator (`\n`, `\r`, U+2028, U+2029), which is what the `.` of the
+ * regular expressions this replaces did. Characters are UTF-16 code units.
+ *
+ * Two pointers; on a mismatch only the last `*` seen takes one more
+ * character and the rest of the glob is tried again from there. Letting an
+ * earlier `*` take more can never help (the part between it and the last
+ * `*` is fixed and would only start later), so the work is at most
+ * `text.length` retries of at most `glob.length` steps each.
+ */
+export function globMatches(glob: string, text: string): boolean {
+  let g = 0;
+  let t = 0;
+  /** Index in `glob` of the last `*` seen, -1 before any. */
+  let star = -1;
+  /** Where in `text` the run of that `*` ends so far. */
+  let starEnd = 0;
+  while (t < text.length) {
+    const p = g < glob.length ? glob.charCodeAt(g) : -1;
+    if (p === STAR) {
+      star = g++;
+      starEnd = t;
+    } else if (p === QUESTION ? !isLineTerminator(text.charCodeAt(t)) : p === text.charCodeAt(t)) {
+      g++;
+      t++;
+    } else if (star >= 0 && !isLineTerminator(text.charCodeAt(starEnd))) {
+      g = star + 1;
+      t = ++starEnd;
+    } else {
+      return false;
+    }
+  }
+  while (g < glob.length && glob.charCodeAt(g) === STAR) g++;
+  return g === glob.length;
+}
+
+const STAR = 0x2a;
+const QUESTION = 0x3f;
+
+function isLineTerminator(code: number): boolean {
+  return code === 0x0a || code === 0x0d || code === 0x2028 || code === 0x2029;
 }
 
 /** Checks upgrades and publish requests against the `auth` config. */
@@ -101,66 +167,105 @@ export class Authenticator {
   /** Checks an upgrade request; the grant says what the client may do. */
   async check(request: RequestHead): Promise<AuthResult> {
     const offered = offeredProtocols(request);
-    const protocol = offered.find((p) => !p.startsWith(BEARER_PROTOCOL_PREFIX)) ?? offered[0];
+    const protocol = offered.find((p) => !isBearerEntry(p));
+    if (offered.length > 0 && protocol === undefined) {
+      return { ok: false, status: 400, reason: "subprotocol", message: BEARER_ONLY_MESSAGE };
+    }
     const mode = this.#config.mode;
     if (mode === "none") return { ok: true, grant: { protocol } };
-    const token = bearerToken(request, offered);
-    if (token === undefined) {
-      return {
-        ok: false,
-        reason: "auth_missing",
-        message: "no token: send Authorization: Bearer, ?token=, or a bearer.<token> subprotocol",
-      };
+    const token = headerToken(request) || queryToken(request) ||
+      offered.find(isBearerEntry)?.slice(BEARER_PROTOCOL_PREFIX.length);
+    if (!token) {
+      return unauthorized(
+        "auth_missing",
+        "no token: send Authorization: Bearer, ?token=, or a bearer.<token> subprotocol",
+      );
     }
     if (mode === "api_key") {
       return oneOf(token, this.#apiKeys)
         ? { ok: true, grant: { protocol } }
-        : { ok: false, reason: "auth_invalid", message: "unknown API key" };
+        : unauthorized("auth_invalid", "unknown API key");
     }
     return await this.#verifyJwt(token, protocol);
   }
 
-  /** Whether a publish API request carries one of `auth.publish_keys`. */
-  mayPublish(request: RequestHead): boolean {
-    const token = bearerToken(request, []);
-    return token !== undefined && oneOf(token, this.#publishKeys);
+  /**
+   * Why a publish API request may not publish, or `undefined` when it
+   * carries one of `auth.publish_keys` in its `Authorization` header. A key
+   * in the URL is refused even beside a good header: URLs are logged by
+   * proxies and servers, so the key must not be taught to travel there.
+   */
+  publishRefusal(request: RequestHead): string | undefined {
+    if (queryToken(request) !== undefined) {
+      return "send the publish key in the Authorization header (Authorization: Bearer <key>), not in the URL";
+    }
+    const token = headerToken(request);
+    return token !== undefined && oneOf(token, this.#publishKeys)
+      ? undefined
+      : "send one of auth.publish_keys as Authorization: Bearer <key>";
   }
 
   async #verifyJwt(token: string, protocol: string | undefined): Promise<AuthResult> {
-    const { algorithm, issuer, audience } = this.#config.jwt;
-    const options: JWTVerifyOptions = { algorithms: [algorithm] };
+    const { algorithm, issuer, audience, require_exp, leeway } = this.#config.jwt;
+    const leewaySeconds = durationMs(leeway) / 1000;
+    // jose applies clockTolerance to exp and nbf; iat is checked below.
+    const options: JWTVerifyOptions = { algorithms: [algorithm], clockTolerance: leewaySeconds };
     if (issuer !== "") options.issuer = issuer;
     if (audience !== "") options.audience = audience;
+    if (require_exp) options.requiredClaims = ["exp"];
     let payload;
     try {
       ({ payload } = await jwtVerify(token, this.#jwtKey!, options));
     } catch (error) {
-      if (error instanceof errors.JWTExpired) {
-        return { ok: false, reason: "auth_expired", message: "token expired" };
+      if (error instanceof errors.JWTExpired) return unauthorized("auth_expired", "token expired");
+      if (error instanceof errors.JWTClaimValidationFailed) {
+        if (error.claim === "exp" && error.reason === "missing") {
+          return unauthorized(
+            "auth_invalid",
+            "invalid token: no exp claim (auth.jwt.require_exp is true)",
+          );
+        }
+        if (error.claim === "nbf" && error.reason === "check_failed") {
+          return unauthorized(
+            "auth_invalid",
+            `token not valid yet: nbf is more than auth.jwt.leeway (${leeway}) in the future`,
+          );
+        }
       }
       // jose's messages name the failed check (signature, claim), never the token.
-      return { ok: false, reason: "auth_invalid", message: `invalid token: ${errorText(error)}` };
+      return unauthorized("auth_invalid", `invalid token: ${errorText(error)}`);
     }
-    const { channels, exp } = payload;
+    const { channels, exp, iat } = payload;
+    // jose has checked that iat, when present, is a number.
+    if (iat !== undefined && iat > Date.now() / 1000 + leewaySeconds) {
+      return unauthorized(
+        "auth_invalid",
+        `invalid token: issued in the future (iat is more than auth.jwt.leeway, ${leeway}, ahead)`,
+      );
+    }
     if (
       channels !== undefined &&
       (!Array.isArray(channels) || !channels.every((c) => typeof c === "string"))
     ) {
-      return {
-        ok: false,
-        reason: "auth_invalid",
-        message: "invalid token: channels claim must be a list of patterns",
-      };
+      return unauthorized(
+        "auth_invalid",
+        "invalid token: channels claim must be a list of patterns",
+      );
     }
     return {
       ok: true,
       grant: {
         protocol,
-        expiresAt: exp === undefined ? undefined : exp * 1000,
+        // Accepted up to the leeway past exp at connect, so kept as long once connected.
+        expiresAt: exp === undefined ? undefined : (exp + leewaySeconds) * 1000,
         channels: channels === undefined ? undefined : new ChannelPatterns(channels),
       },
     };
   }
+}
+
+function unauthorized(reason: AuthFailure, message: string): AuthResult {
+  return { ok: false, status: 401, reason, message };
 }
 
 function offeredProtocols(request: RequestHead): string[] {
@@ -168,14 +273,22 @@ function offeredProtocols(request: RequestHead): string[] {
   return header === null ? [] : header.split(",").map((p) => p.trim()).filter((p) => p !== "");
 }
 
-function bearerToken(request: RequestHead, offered: string[]): string | undefined {
-  const header = request.headers.get("authorization");
-  const match = header?.match(/^Bearer\s+(\S+)\s*$/i);
-  if (match) return match[1];
-  const query = new URL(request.url).searchParams.get("token");
-  if (query) return query;
-  const entry = offered.find((p) => p.startsWith(BEARER_PROTOCOL_PREFIX));
-  return entry?.slice(BEARER_PROTOCOL_PREFIX.length) || undefined;
+/**
+ * Whether a subprotocol entry carries a token. Any case: an entry such as
+ * `Bearer.<token>` is no token to the relay, but it may be one to whoever
+ * sent it, so it is never the entry answered with either.
+ */
+function isBearerEntry(entry: string): boolean {
+  return entry.slice(0, BEARER_PROTOCOL_PREFIX.length).toLowerCase() === BEARER_PROTOCOL_PREFIX;
+}
+
+function headerToken(request: RequestHead): string | undefined {
+  return request.headers.get("authorization")?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
+}
+
+/** The `token` query parameter, when present (even empty: it is still a key sent in a URL). */
+function queryToken(request: RequestHead): string | undefined {
+  return new URL(request.url).searchParams.get("token") ?? undefined;
 }
 
 /** Compares digests, so the comparison takes the same time whatever the key. */

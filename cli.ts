@@ -66,10 +66,9 @@ export function parseFlags(args: string[]): Flags {
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
-    if (arg === "--") {
-      rest.push(...args.slice(i));
-      break;
-    }
+    // The relay takes no positional arguments, so the `--` that `deno task run -- -check`
+    // hands on means nothing; skipping it lets that form work.
+    if (arg === "--") continue;
     const flag = arg.match(/^--?([^-=][^=]*)(?:=(.*))?$/s);
     const name = flag?.[1];
     const value = flag?.[2];

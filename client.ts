@@ -2,7 +2,8 @@
  * One client of the relay on top of its {@link Connection}: id, room or
  * channels, outbound byte budget, rate limit, token expiry, and the one way
  * it is closed by the server. In `json` mode it parses each message into a
- * command (see `protocol.ts`) and answers the malformed ones itself. A
+ * command (see `protocol.ts`) and answers the malformed ones itself; in
+ * `go-ws` mode it reads go-ws frames (see `gows.ts`) the same way. A
  * client never touches other clients; what it receives goes to its
  * {@link ClientHost} (the hub). Framing, size limits, pings and the close
  * handshake are the connection's (see `engine/`).
@@ -12,6 +13,7 @@
 import type { ChannelPatterns } from "./auth.ts";
 import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./engine/connection.ts";
 import { Outbound, utf8Length } from "./engine/frame.ts";
+import { readGoWsFrame } from "./gows.ts";
 import {
   type Command,
   encodeError,
@@ -34,6 +36,8 @@ export interface ClientHost {
   command(client: Client, command: Exclude<Command, { type: "ping" }>, bytes: number): void;
   /** A frame was refused with `code` (answered by the client in `json` mode). */
   refused(code: ProtocolErrorCode): void;
+  /** The client's socket drained after {@link Client.whenDrained} said it had not. */
+  drained(client: Client): void;
 }
 
 /** Options for a {@link Client}. */
@@ -42,8 +46,11 @@ export interface ClientOptions {
   room?: string;
   /** The peer's address, for logs. @default "" */
   remoteAddress?: string;
-  /** `raw` relays frames untouched; `json` speaks the channel protocol. @default "raw" */
-  protocol?: "raw" | "json";
+  /**
+   * `raw` relays frames untouched; `json` speaks the channel protocol;
+   * `go-ws` speaks go-ws's wire (`gows.ts`). @default "raw"
+   */
+  protocol?: "raw" | "json" | "go-ws";
   /** Frames per second the client may send, with bursts; `undefined`: no limit. */
   rateLimit?: { perSecond: number; burst: number };
   /** When the client's token expires (ms since the epoch); it is closed with 4001 then. */
@@ -58,7 +65,7 @@ export interface ClientOptions {
 export const CloseCode = {
   /** Going Away: the server is shutting down. */
   GOING_AWAY: 1001,
-  /** Policy Violation: over the rate limit in `raw` mode. */
+  /** Policy Violation: over the rate limit in `raw` mode (and `go-ws`, which has no error for it). */
   POLICY_VIOLATION: 1008,
   /** Try Again Later: the client fell behind by more than its send budget. */
   TRY_AGAIN_LATER: 1013,
@@ -90,6 +97,7 @@ export class Client implements ConnectionHandler {
   readonly #connection: Connection;
   readonly #host: ClientHost;
   readonly #allowed: ChannelPatterns | undefined;
+  readonly #goWs: boolean;
   readonly #bucket: TokenBucket | undefined;
   #expiryTimer: ReturnType<typeof setTimeout> | undefined;
   #closeReason: DisconnectReason | undefined;
@@ -109,6 +117,7 @@ export class Client implements ConnectionHandler {
     } = options;
     this.room = room;
     this.json = protocol === "json";
+    this.#goWs = protocol === "go-ws";
     this.#allowed = channels;
     this.#bucket = rateLimit && new TokenBucket(rateLimit.perSecond, rateLimit.burst);
     if (expiresAt !== undefined) this.#expireAt(expiresAt);
@@ -130,6 +139,16 @@ export class Client implements ConnectionHandler {
   }
 
   /**
+   * Whether the socket holds little enough that more can be sent now (see
+   * `Connection.whenDrained`); when not, the host hears `drained` once it
+   * does. A replay sends only while this says yes, so it never fills the
+   * budget by itself.
+   */
+  whenDrained(): boolean {
+    return this.#open && this.#connection.whenDrained();
+  }
+
+  /**
    * Closes the connection on the server's initiative, remembering why so the
    * close is counted under that reason. Safe to call more than once: the
    * first reason wins. A slow consumer's unsent frames are dropped: it
@@ -147,6 +166,11 @@ export class Client implements ConnectionHandler {
     if (this.#closeReason !== undefined) return;
     this.#open = true;
     this.#host.register(this);
+  }
+
+  /** @internal The socket drained: the host may send more. */
+  onDrain(): void {
+    if (this.#open) this.#host.drained(this);
   }
 
   /** @internal The connection is gone. */
@@ -186,6 +210,14 @@ export class Client implements ConnectionHandler {
         return;
       }
       return this.#refuse({ type: "error", code: "rate_limited", message: "rate limit exceeded" });
+    }
+    if (this.#goWs) {
+      // go-ws answers pings and refusals itself and ignores what it does not know.
+      const { command, reply, refused } = readGoWsFrame(data, this.#allowed);
+      if (refused !== undefined) this.#host.refused(refused);
+      if (reply !== undefined) this.reply(reply);
+      if (command !== undefined) this.#host.command(this, command, bytes);
+      return;
     }
     if (!this.json) return this.#host.receive(this, data, bytes);
     if (typeof data !== "string") {

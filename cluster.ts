@@ -14,6 +14,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Config } from "./config.ts";
 import { Hub, type HubLink, type RelayMessage } from "./hub.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
+import type { NodeListener } from "./node_server.ts";
 import {
   announceListening,
   hubOptions,
@@ -162,10 +163,10 @@ export async function startCluster(config: Config): Promise<Relay> {
     const connectedClients = workerClients.reduce((sum, n) => sum + n, 0);
     return { stats: total, connectedClients, workerClients };
   };
-  let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let metricsServer: NodeListener | undefined;
   if (config.metrics.enabled) {
     try {
-      metricsServer = listenMetrics(config.metrics, snapshot);
+      metricsServer = await listenMetrics(config, snapshot, hub.stats);
     } catch (error) {
       await Promise.all(workers.map((worker) => worker.request({ type: "shutdown" })));
       for (const worker of workers) worker.terminate();
@@ -185,7 +186,7 @@ export async function startCluster(config: Config): Promise<Relay> {
       await Promise.all(workers.map((worker) => worker.request({ type: "shutdown" })));
       for (const worker of workers) worker.terminate();
       for (const { port1 } of inboxes) port1.close();
-      await Promise.all([hub.shutdown(), metricsServer?.shutdown()]);
+      await Promise.all([hub.shutdown(), metricsServer?.close()]);
       log.info("shut down");
     })();
     return stopping;

@@ -17,9 +17,11 @@
 import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { parseDuration } from "./duration.ts";
+import { isGoWsPrefix } from "./gows.ts";
 
 /** Thrown for any config the relay refuses; `main.ts` turns it into exit code 2. */
 export class ConfigError extends Error {
+  /** Always `"ConfigError"`. */
   override name = "ConfigError";
 }
 
@@ -68,6 +70,10 @@ const serverSchema = z.strictObject({
   trust_proxy: bool().default(false),
   reuse_port: bool().default(false),
   max_buffered_bytes: intIn(0, MAX_INT, " (0: no cap)").default(1_073_741_824),
+  header_timeout: duration().default("10s"),
+  body_timeout: duration().default("30s"),
+  keepalive_timeout: duration().default("5s"),
+  max_header_bytes: intIn(1024, 1_048_576).default(16_384),
 });
 
 const websocketSchema = z.strictObject({
@@ -80,8 +86,9 @@ const websocketSchema = z.strictObject({
   echo: bool().default(true),
   rooms: z.enum(["none", "path"], { error: "expected none or path" })
     .default("none"),
-  protocol: z.enum(["raw", "json"], { error: "expected raw or json" })
+  protocol: z.enum(["raw", "json", "go-ws"], { error: "expected raw, json or go-ws" })
     .default("raw"),
+  max_channels_per_connection: intIn(0, MAX_INT, " (0: no limit)").default(128),
   rate_limit: z.strictObject({
     messages_per_second: z.number({ error: "expected a number of messages per second" })
       .min(0, { error: "expected 0 (off) or more" }).default(0),
@@ -92,6 +99,9 @@ const websocketSchema = z.strictObject({
 const channelsSchema = z.strictObject({
   history_size: intIn(0, 1_000_000, " (0: no history)").default(100),
   history_ttl: duration().default("5m"),
+  history_max_bytes: intIn(0, MAX_INT, " (0: no limit)").default(8_388_608),
+  max_history_bytes_total: intIn(0, MAX_INT, " (0: no cap)").default(268_435_456),
+  max_replay_bytes: intIn(0, MAX_INT, " (0: no replays)").default(8_388_608),
 });
 
 const brokerSchema = z.strictObject({
@@ -102,6 +112,10 @@ const brokerSchema = z.strictObject({
   required: bool().default(false),
   ping_interval: positiveDuration().default("1s"),
   timeout: positiveDuration().default("2s"),
+  // go-ws's RedisBridge channels, <prefix>:broadcast and <prefix>:channel:<name> (gows_bridge.ts).
+  go_ws_prefix: text().refine(isGoWsPrefix, {
+    error: "expected 1-256 of A-Z a-z 0-9 _ - . : (go-ws's rule for a Redis prefix)",
+  }).default("ws"),
 });
 
 const JWT_ALGORITHMS = ["HS256", "RS256", "ES256"] as const;
@@ -118,6 +132,8 @@ const authSchema = z.strictObject({
     public_key_file: text().default(""),
     issuer: text().default(""),
     audience: text().default(""),
+    require_exp: bool().default(true),
+    leeway: duration().default("30s"),
   }).prefault({}),
 }).superRefine((auth, ctx) => {
   const need = (path: (string | number)[], message: string) =>
@@ -180,6 +196,14 @@ const crossChecked = configSchema.superRefine((config, ctx) => {
         "must be 1 with broker.type: redis; run one process per core with server.reuse_port instead",
     });
   }
+  // go-ws has no rooms: its broadcast reaches every client.
+  if (config.websocket.protocol === "go-ws" && config.websocket.rooms !== "none") {
+    ctx.addIssue({
+      code: "custom",
+      path: ["websocket", "rooms"],
+      message: "must be none with websocket.protocol: go-ws (go-ws has no rooms)",
+    });
+  }
   // In raw mode the page's subscribe and publish frames would be relayed as
   // they are: it would show "connected" and every message would vanish.
   if (config.server.serve_example && config.websocket.protocol !== "json") {
@@ -191,14 +215,100 @@ const crossChecked = configSchema.superRefine((config, ctx) => {
   }
 });
 
-/** The validated configuration; every key has a value. Durations stay Go strings. */
-export type Config = z.output<typeof configSchema>;
+/**
+ * The validated configuration; every key has a value. Durations stay Go
+ * strings (`"10s"`); README's configuration table says what each key does.
+ */
+export interface Config {
+  /** Listener, TLS, limits, deadlines, workers and shutdown. */
+  server: {
+    host: string;
+    port: number;
+    tls: { enabled: boolean; cert_file: string; key_file: string };
+    allowed_origins: string[];
+    max_connections: number;
+    shutdown_timeout: string;
+    workers: number;
+    serve_example: boolean;
+    trust_proxy: boolean;
+    reuse_port: boolean;
+    max_buffered_bytes: number;
+    header_timeout: string;
+    body_timeout: string;
+    keepalive_timeout: string;
+    max_header_bytes: number;
+  };
+  /** Per-connection limits, timeouts, rooms and the wire protocol. */
+  websocket: {
+    max_message_bytes: number;
+    send_buffer_bytes: number;
+    send_buffer_max_bytes: number;
+    send_timeout: string;
+    idle_timeout: string;
+    close_timeout: string;
+    echo: boolean;
+    rooms: "none" | "path";
+    protocol: "raw" | "json" | "go-ws";
+    max_channels_per_connection: number;
+    rate_limit: { messages_per_second: number; burst: number };
+  };
+  /** History kept per channel for recovery (json). */
+  channels: {
+    history_size: number;
+    history_ttl: string;
+    history_max_bytes: number;
+    max_history_bytes_total: number;
+    max_replay_bytes: number;
+  };
+  /** Who may connect and who may publish. */
+  auth: {
+    mode: "none" | "api_key" | "jwt";
+    api_keys: string[];
+    publish_keys: string[];
+    jwt: {
+      algorithm: "HS256" | "RS256" | "ES256";
+      secret: string;
+      public_key_file: string;
+      issuer: string;
+      audience: string;
+      require_exp: boolean;
+      leeway: string;
+    };
+  };
+  /** Redis between instances. */
+  broker: {
+    type: "none" | "redis";
+    url: string;
+    prefix: string;
+    required: boolean;
+    /** How often each Redis connection gets a PING (a duration). */
+    ping_interval: string;
+    /** A PING unanswered this long means Redis is down (a duration). */
+    timeout: string;
+    go_ws_prefix: string;
+  };
+  /** The Prometheus listener. */
+  metrics: { enabled: boolean; host: string; port: number; path: string };
+  /** Log level and format. */
+  log: {
+    level: "trace" | "debug" | "info" | "warning" | "error" | "fatal";
+    format: "text" | "json";
+  };
+}
+
+/** True when `A` and `B` are the same type (not merely assignable one way). */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true
+  : false;
+// Written out for the package's public API (JSR refuses inferred types there);
+// this line fails the type check the moment the schema and the interface differ.
+const _schemaIsConfig: Same<z.output<typeof configSchema>, Config> = true;
 
 /** The configuration an absent or empty file gives. */
 export const DEFAULT_CONFIG: Config = crossChecked.parse({});
 
 /** What {@link loadConfig} found. */
 export interface LoadedConfig {
+  /** The validated configuration, environment applied. */
   config: Config;
   /** The file read, or `null` when the default file was absent and defaults apply. */
   file: string | null;
@@ -218,6 +328,7 @@ export interface EnvReport {
 
 /** A `RELAY_*` variable that sets nothing. */
 export interface IgnoredVariable {
+  /** The variable's name (`RELAY_SERVER_PROT`). */
   readonly name: string;
   /** Why, for the operator: `not a setting; did you mean RELAY_SERVER_PORT?`. */
   readonly reason: string;

@@ -9,8 +9,21 @@
  *
  * In `raw` mode a client is in exactly one channel, its room (`""`, or its
  * path with `rooms: path`), and frames are relayed untouched. In `json` mode
- * clients subscribe to channels; each message gets the channel's next `seq`
- * and is kept in the channel's {@link History} for clients that reconnect.
+ * clients subscribe to channels (up to `maxChannelsPerConnection` each);
+ * each message gets the channel's next `seq` and is kept in the channel's
+ * {@link History} for clients that reconnect, under per-channel and
+ * process-wide byte bounds.
+ *
+ * A recovery (subscribe with `since`) is answered `recovered: true` only
+ * when every missed message can be sent: kept, within `maxReplayBytes`, and
+ * within what replays in flight may hold together. The replay then goes out
+ * as the client's socket drains, never all at once into its budget, and the
+ * channel's live messages for that client wait behind it, so each seq
+ * arrives once and in order.
+ *
+ * In `go-ws` mode (`gows.ts`) every client is in the room `""`, which is
+ * what a go-ws broadcast reaches, and subscribes to channels on top, without
+ * seq, history or replies; messages are go-ws frames on the raw path.
  *
  * @example
  * ```ts
@@ -25,14 +38,21 @@
 import { getLogger } from "@logtape/logtape";
 import { type Client, type ClientHost, CloseCode } from "./client.ts";
 import { Outbound, utf8Length } from "./engine/frame.ts";
-import { History, type HistoryEntry } from "./history.ts";
+import { History, type HistoryEntry, HistoryLedger } from "./history.ts";
 import {
   type Command,
+  encodeError,
   encodeMessage,
   encodeSubscribed,
   encodeUnsubscribed,
   type ProtocolErrorCode,
 } from "./protocol.ts";
+import {
+  encodeGoWsLimitError,
+  encodeGoWsPublication,
+  GO_WS_MAX_SUBSCRIPTIONS,
+  type GoWsFields,
+} from "./gows.ts";
 import { AsyncQueue } from "./queue.ts";
 import { type DisconnectReason, RelayStats } from "./stats.ts";
 
@@ -40,12 +60,33 @@ import { type DisconnectReason, RelayStats } from "./stats.ts";
 export interface HubOptions {
   /** Whether a sender receives its own messages, as with the Go relay. @default true */
   echo?: boolean;
-  /** `raw` relays frames untouched; `json` wraps messages in envelopes with a seq. @default "raw" */
-  protocol?: "raw" | "json";
+  /**
+   * `raw` relays frames untouched; `json` wraps messages in envelopes with a
+   * seq; `go-ws` speaks go-ws's wire (`gows.ts`). @default "raw"
+   */
+  protocol?: "raw" | "json" | "go-ws";
   /** Messages kept per channel for recovery (`json` mode). @default 100 */
   historySize?: number;
   /** How long a message stays in history, in ms. @default 300000 */
   historyTtlMs?: number;
+  /** Bytes of history kept per channel; the oldest go past it. 0: no limit. @default 8388608 */
+  historyMaxBytes?: number;
+  /**
+   * Bytes of history kept for all channels together (the oldest of any
+   * channel go past it), and the most history replays in flight may hold
+   * together. 0: no cap. @default 268435456
+   */
+  maxHistoryBytesTotal?: number;
+  /** The most history one recovery replays; asking for more gets `recovered: false`. @default 8388608 */
+  maxReplayBytes?: number;
+  /**
+   * How much further behind than a replay may start it may fall (live
+   * messages held back while it runs) before the client is closed as slow:
+   * its connection's hard limit. @default 16777216
+   */
+  replaySlackBytes?: number;
+  /** Channels one `json` client may be in at once; 0: no limit. @default 128 */
+  maxChannelsPerConnection?: number;
   /** Identifies this run of the channels' histories; a client from another run cannot recover. */
   epoch?: string;
   /** Where this hub forwards what it accepts, for the hubs of other workers. */
@@ -56,6 +97,16 @@ export interface HubOptions {
 export interface BroadcastOptions {
   /** The room to deliver to; `""` is the shared room. @default "" */
   room?: string;
+}
+
+/** `detail` of the hub's `replayed` event: a recovery's replay has all gone out. */
+export interface ReplayEventDetail {
+  client: Client;
+  channel: string;
+  /** History messages replayed. */
+  messages: number;
+  /** Live messages that waited behind the replay, sent after it. */
+  held: number;
 }
 
 /** `detail` of the hub's `connect` and `disconnect` events. */
@@ -147,7 +198,9 @@ type HubEvent =
     client: Client;
     command: Extract<Command, { type: "subscribe" }>;
     recovery: Recovery | undefined;
+    replay: Replay;
   }
+  | { kind: "drained"; client: Client }
   | { kind: "catch-up" }
   | { kind: "caught-up"; name: string; recovery: Recovery }
   | { kind: "renumbered"; name: string; epoch: string; seq: number }
@@ -157,6 +210,8 @@ type HubEvent =
 interface Channel {
   readonly members: Set<Client>;
   lastSeq: number;
+  /** When its last message was numbered, ms since the epoch (0: none yet). */
+  lastTime: number;
   /**
    * The numbering `lastSeq` belongs to: the hub's own epoch, the broker's
    * (from the last message it delivered), or, with a broker that is down, a
@@ -172,19 +227,51 @@ interface Channel {
    */
   readonly retired: string[];
   readonly history: History | undefined;
-  /** Members whose recovery from a broker is in flight: their live messages wait here. */
-  readonly pending: Map<Client, HistoryEntry[]>;
+  /** Members whose replay (or broker answer) is in flight: their live messages wait in it. */
+  readonly pending: Map<Client, Replay>;
   /** Members a recovery already sent everything up to this seq (the live stream may lag). */
   readonly floors: Map<Client, number>;
+}
+
+/**
+ * One subscribe's catch-up in flight: the history it promised, then the
+ * channel's live messages that arrived meanwhile, sent as the client's
+ * socket drains (see `#pump`). While it runs the channel's fan-out appends
+ * this client's messages to it instead of sending them, so each seq goes
+ * out once and in order.
+ */
+interface Replay {
+  readonly client: Client;
+  readonly name: string;
+  readonly channel: Channel;
+  /** What is left to send, oldest first; a sent slot is cleared so its message can be freed. */
+  entries: (HistoryEntry | undefined)[];
+  /** Index of the next entry to send. */
+  next: number;
+  /** How many of `entries` are history; the rest are live messages held back. */
+  history: number;
+  /** Bytes of history not yet sent, charged to the replays in flight. */
+  historyBytes: number;
+  /** Bytes of held live messages not yet sent. */
+  heldBytes: number;
+  /** Live messages held back so far. */
+  held: number;
+  /** The highest seq among `entries`: a live message up to it is one the client gets anyway. */
+  lastSeq: number;
+  /** The numbering of `lastSeq` (a broker's answer may name another than the channel's). */
+  epoch: string | undefined;
+  /** The broker has not answered yet: nothing goes out. */
+  waiting: boolean;
 }
 
 const log = getLogger(["relay", "hub"]);
 
 /**
  * Channels, clients and fan-out. Dispatches `connect` and `disconnect`
- * events (`CustomEvent<ClientEventDetail>`) as clients come and go, and,
- * with a broker, `broker` events (`CustomEvent<{ up: boolean }>`) as it
- * comes and goes.
+ * events (`CustomEvent<ClientEventDetail>`) as clients come and go,
+ * `replayed` events (`CustomEvent<ReplayEventDetail>`) as recoveries finish
+ * sending, and, with a broker, `broker` events (`CustomEvent<{ up: boolean }>`)
+ * as it comes and goes.
  */
 export class Hub extends EventTarget implements ClientHost {
   /** The counters this hub adds to. */
@@ -195,8 +282,16 @@ export class Hub extends EventTarget implements ClientHost {
   readonly epoch: string;
   readonly #echo: boolean;
   readonly #json: boolean;
+  readonly #goWs: boolean;
   readonly #historySize: number;
   readonly #historyTtlMs: number;
+  readonly #historyMaxBytes: number;
+  readonly #maxHistoryBytesTotal: number;
+  readonly #maxReplayBytes: number;
+  readonly #replaySlackBytes: number;
+  readonly #maxChannels: number;
+  /** Every channel's history bytes, under `maxHistoryBytesTotal`. */
+  readonly #ledger: HistoryLedger;
   readonly #link: HubLink | undefined;
   /** Whether a broker numbers `json` channels (and keeps their history) for every instance. */
   readonly #brokered: boolean;
@@ -209,6 +304,10 @@ export class Hub extends EventTarget implements ClientHost {
   #transferable: ArrayBuffer[] = [];
   /** `json` publishes of the current batch for other sequencing hubs, by index. */
   #requests = new Map<number, RelayMessage[]>();
+  /** Each client's replays that are sending, in the order they started: one at a time. */
+  readonly #replays = new Map<Client, Replay[]>();
+  /** Bytes of history the replays in flight have yet to send. */
+  #replayBytes = 0;
   #shuttingDown = false;
 
   constructor(options: HubOptions = {}) {
@@ -218,13 +317,25 @@ export class Hub extends EventTarget implements ClientHost {
       protocol = "raw",
       historySize = 100,
       historyTtlMs = 300_000,
+      historyMaxBytes = 8_388_608,
+      maxHistoryBytesTotal = 268_435_456,
+      maxReplayBytes = 8_388_608,
+      replaySlackBytes = 16_777_216,
+      maxChannelsPerConnection = 128,
       epoch = crypto.randomUUID().slice(0, 8),
       link,
     } = options;
     this.#echo = echo;
     this.#json = protocol === "json";
+    this.#goWs = protocol === "go-ws";
     this.#historySize = historySize;
     this.#historyTtlMs = historyTtlMs;
+    this.#historyMaxBytes = historyMaxBytes;
+    this.#maxHistoryBytesTotal = maxHistoryBytesTotal;
+    this.#maxReplayBytes = maxReplayBytes;
+    this.#replaySlackBytes = replaySlackBytes;
+    this.#maxChannels = maxChannelsPerConnection;
+    this.#ledger = new HistoryLedger({ maxBytes: maxHistoryBytesTotal, counts: this.stats });
     this.epoch = epoch;
     this.#link = link;
     this.#brokered = link?.recover !== undefined;
@@ -287,6 +398,11 @@ export class Hub extends EventTarget implements ClientHost {
     this.stats.refused[code]++;
   }
 
+  /** Queues the next part of `client`'s replays: its socket has drained. */
+  drained(client: Client): void {
+    this.#push({ kind: "drained", client });
+  }
+
   /** Queues a frame for every client in a room, untouched, as if a client had sent it. */
   broadcast(data: string | ArrayBuffer, options: BroadcastOptions = {}): void {
     const { room = "" } = options;
@@ -299,14 +415,21 @@ export class Hub extends EventTarget implements ClientHost {
    * number of this hub's clients it was handed to. In `json` mode it goes
    * out as a `message` envelope with the channel's next seq; in `raw` mode a
    * string goes out as it is and anything else as JSON text, to the room
-   * named `channel` (`""` is everyone with `rooms: none`).
+   * named `channel` (`""` is everyone with `rooms: none`). In `go-ws` mode
+   * it goes out as a go-ws `Message` (its `type`, `processId` and
+   * `timestamp` from `goWs`; see `gows.ts`) to `channel`'s subscribers, or
+   * with `channel` `""` to every client.
    */
-  publish(channel: string, data: unknown): Promise<number> {
+  publish(channel: string, data: unknown, goWs?: GoWsFields): Promise<number> {
     const { promise, resolve } = Promise.withResolvers<number>();
     if (this.#json) {
       this.#push({ kind: "publish", channel, data: JSON.stringify(data), done: resolve });
     } else {
-      const frame = typeof data === "string" ? data : JSON.stringify(data);
+      const frame = this.#goWs
+        ? encodeGoWsPublication(channel, data, goWs)
+        : typeof data === "string"
+        ? data
+        : JSON.stringify(data);
       const bytes = utf8Length(frame);
       this.#push({
         kind: "broadcast",
@@ -398,14 +521,16 @@ export class Hub extends EventTarget implements ClientHost {
       case "remote":
         for (const message of event.messages) this.#remote(message);
         return;
+      case "recovered":
+        return this.#recovered(event.command, event.recovery, event.replay);
+      case "drained":
+        return this.#pump(event.client);
       case "catch-up":
         return this.#catchUp();
       case "caught-up":
         return this.#caughtUp(event.name, event.recovery);
       case "renumbered":
         return this.#renumbered(event.name, event.epoch, event.seq);
-      case "recovered":
-        return this.#recovered(event.client, event.command, event.recovery);
       case "register":
         return this.#add(event.client);
       case "unregister":
@@ -444,10 +569,12 @@ export class Hub extends EventTarget implements ClientHost {
         const channel = this.#channels.get(command.channel);
         if (channel?.members.delete(client)) {
           client.channels.delete(command.channel);
-          channel.pending.delete(client);
+          this.#cancelReplay(channel, client);
           channel.floors.delete(client);
           this.#dropIfUnused(command.channel, channel);
         }
+        // go-ws: unsubscribing is silent.
+        if (this.#goWs) return;
         return client.reply(encodeUnsubscribed(command.channel, command.id));
       }
       case "publish":
@@ -457,17 +584,32 @@ export class Hub extends EventTarget implements ClientHost {
 
   #subscribe(client: Client, command: Extract<Command, { type: "subscribe" }>): void {
     const { channel: name, since, epoch, id } = command;
+    // go-ws's own cap and silence (gows.ts), before the json mode's.
+    if (this.#goWs) return this.#subscribeGoWs(client, name);
+    const max = this.#maxChannels;
+    if (max > 0 && client.channels.size >= max && !client.channels.has(name)) {
+      this.stats.refused.too_many_channels++;
+      return client.reply(encodeError({
+        type: "error",
+        code: "too_many_channels",
+        message: `a connection may be in at most ${max} channels; unsubscribe from one first`,
+        id,
+      }));
+    }
     const channel = this.#channel(name);
+    // Subscribing again starts over: the new answer says what follows it.
+    this.#cancelReplay(channel, client);
     channel.members.add(client);
     client.channels.add(name);
     const link = this.#link;
     if (link?.recover !== undefined) {
       // The broker knows the channel's seq, epoch and history; live messages
-      // for this client wait until its answer is in (see #recovered).
-      channel.pending.set(client, []);
+      // for this client wait in the replay until its answer is in (see #recovered).
+      const replay = newReplay(client, name, channel);
+      channel.pending.set(client, replay);
       link.recover(name, since).then(
-        (recovery) => this.#push({ kind: "recovered", client, command, recovery }),
-        () => this.#push({ kind: "recovered", client, command, recovery: undefined }),
+        (recovery) => this.#push({ kind: "recovered", client, command, recovery, replay }),
+        () => this.#push({ kind: "recovered", client, command, recovery: undefined, replay }),
       );
       return;
     }
@@ -477,50 +619,86 @@ export class Hub extends EventTarget implements ClientHost {
       );
     }
     channel.history?.expire(Date.now());
-    const replay = channel.history?.since(since, channel.lastSeq) ??
-      { entries: [], complete: since === channel.lastSeq };
-    const recovered = replay.complete && (epoch === undefined || epoch === this.epoch);
+    const found = channel.history?.since(since, channel.lastSeq) ??
+      { entries: [], complete: since === channel.lastSeq, bytes: 0 };
+    const recovered = found.complete && (epoch === undefined || epoch === this.epoch) &&
+      this.#affordable(found.bytes);
     client.reply(
       encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, recovered, id }),
     );
-    // Replayed before any live message: the loop does nothing else meanwhile.
-    for (const entry of recovered ? replay.entries : []) client.reply(encoded(entry));
+    if (!recovered || found.entries.length === 0) return;
+    const replay = newReplay(client, name, channel);
+    replay.entries = found.entries;
+    replay.history = found.entries.length;
+    replay.historyBytes = found.bytes;
+    replay.lastSeq = channel.lastSeq;
+    replay.waiting = false;
+    channel.pending.set(client, replay);
+    this.#startReplay(replay);
+  }
+
+  /** A go-ws subscribe: silent, capped as go-ws caps it, with nothing to recover. */
+  #subscribeGoWs(client: Client, name: string): void {
+    // The shared room is one of the client's channels, hence `>`.
+    if (!client.channels.has(name) && client.channels.size > GO_WS_MAX_SUBSCRIPTIONS) {
+      this.stats.refused.too_many_channels++;
+      return client.reply(encodeGoWsLimitError());
+    }
+    this.#channel(name).members.add(client);
+    client.channels.add(name);
   }
 
   /**
-   * Answers a subscribe once the broker has: the reply, the replay, then the
-   * live messages that arrived meanwhile, each seq once and in order.
+   * Answers a subscribe once the broker has: the reply, then the replay and
+   * the live messages that arrived meanwhile, each seq once and in order,
+   * paced like any replay.
    */
   #recovered(
-    client: Client,
     command: Extract<Command, { type: "subscribe" }>,
     recovery: Recovery | undefined,
+    replay: Replay,
   ): void {
-    const { channel: name, since, epoch, id } = command;
-    const channel = this.#channels.get(name);
-    const waiting = channel?.pending.get(client);
-    // Gone, or unsubscribed, while the broker answered.
-    if (channel === undefined || waiting === undefined) return;
-    channel.pending.delete(client);
+    const { since, epoch, id } = command;
+    const { client, name, channel } = replay;
+    // Gone, unsubscribed, or subscribed again while the broker answered.
+    if (channel.pending.get(client) !== replay) return;
     // Without the broker this hub vouches only for what it saw, under the epoch it saw it.
     const state = recovery ?? this.#localState(channel, since, epoch);
+    const waited = replay.entries as HistoryEntry[];
+    let entries: HistoryEntry[] = [];
+    let bytes = 0;
     if (since === undefined) {
       client.reply(encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, id }));
     } else {
-      const recovered = state.complete && (epoch === undefined || epoch === state.epoch);
+      for (const entry of state.entries) bytes += encoded(entry).bytes;
+      const recovered = state.complete && (epoch === undefined || epoch === state.epoch) &&
+        this.#affordable(bytes);
       client.reply(
         encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, recovered, id }),
       );
-      for (const entry of recovered ? state.entries : []) client.reply(encoded(entry));
+      if (recovered) entries = state.entries;
+      else bytes = 0;
     }
+    replay.history = entries.length;
+    replay.historyBytes = bytes;
+    // The broker's answer may already hold some of the live messages that waited.
     let last = state.seq;
-    for (const entry of waiting) {
+    let heldBytes = 0;
+    let held = 0;
+    for (const entry of waited) {
       if (entry.seq <= last) continue;
-      client.reply(encoded(entry));
+      entries.push(entry);
+      heldBytes += encoded(entry).bytes;
+      held++;
       last = entry.seq;
     }
-    // A floor compares seqs, which only means something within one numbering.
-    if (channel.lastSeq < last && channel.epoch === state.epoch) channel.floors.set(client, last);
+    replay.entries = entries;
+    replay.heldBytes = heldBytes;
+    replay.held = held;
+    replay.lastSeq = last;
+    replay.epoch = state.epoch;
+    replay.waiting = false;
+    this.#startReplay(replay);
   }
 
   #catchUp(): void {
@@ -609,6 +787,95 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /**
+   * Whether a replay of `bytes` may be promised: no more than
+   * `maxReplayBytes`, and within what replays in flight may hold together
+   * (history dropped meanwhile stays in memory until its replay sends it).
+   */
+  #affordable(bytes: number): boolean {
+    if (bytes === 0) return true;
+    const cap = this.#maxHistoryBytesTotal;
+    return bytes <= this.#maxReplayBytes && (cap === 0 || this.#replayBytes + bytes <= cap);
+  }
+
+  /** Starts sending `replay` (after the client's other replays), or ends it if it is empty. */
+  #startReplay(replay: Replay): void {
+    if (replay.entries.length === 0) return this.#finishReplay(replay);
+    this.#replayBytes += replay.historyBytes;
+    const { client } = replay;
+    const queue = this.#replays.get(client);
+    if (queue !== undefined) return void queue.push(replay);
+    this.#replays.set(client, [replay]);
+    this.#pump(client);
+  }
+
+  /**
+   * Sends `client`'s replays while its socket has room, and stops when it
+   * has not: the drain it asked for brings the hub back here. A replay thus
+   * never fills the budget by itself, however large, and a client that
+   * reads normally is never evicted for it.
+   */
+  #pump(client: Client): void {
+    const queue = this.#replays.get(client);
+    if (queue === undefined) return;
+    while (queue.length > 0) {
+      const replay = queue[0];
+      const entries = replay.entries;
+      while (replay.next < entries.length) {
+        if (!client.whenDrained()) return;
+        const index = replay.next++;
+        const message = encoded(entries[index]!);
+        entries[index] = undefined;
+        if (index < replay.history) {
+          replay.historyBytes -= message.bytes;
+          this.#replayBytes -= message.bytes;
+        } else {
+          replay.heldBytes -= message.bytes;
+        }
+        const result = client.send(message);
+        if (result === "over_budget") return this.#close(client, "slow_consumer");
+        // Closing: its removal cancels the replay.
+        if (result === "closed") return;
+      }
+      queue.shift();
+      this.#finishReplay(replay);
+    }
+    this.#replays.delete(client);
+  }
+
+  /** The replay has all gone out: the client takes the channel's live messages again. */
+  #finishReplay(replay: Replay): void {
+    const { client, channel } = replay;
+    channel.pending.delete(client);
+    // A broker's answer can run ahead of the bus: the bus's copies up to here are duplicates.
+    // (A floor compares seqs, which only means something within one numbering.)
+    const sameNumbering = replay.epoch === undefined || replay.epoch === channel.epoch;
+    if (channel.lastSeq < replay.lastSeq && sameNumbering) {
+      channel.floors.set(client, replay.lastSeq);
+    }
+    if (replay.history + replay.held === 0) return;
+    const detail: ReplayEventDetail = {
+      client,
+      channel: replay.name,
+      messages: replay.history,
+      held: replay.held,
+    };
+    this.dispatchEvent(new CustomEvent("replayed", { detail }));
+  }
+
+  /** Drops `client`'s replay in `channel`, if one is in flight (unsubscribed, gone, or again). */
+  #cancelReplay(channel: Channel, client: Client): void {
+    const replay = channel.pending.get(client);
+    if (replay === undefined) return;
+    channel.pending.delete(client);
+    if (replay.waiting) return;
+    this.#replayBytes -= replay.historyBytes;
+    const queue = this.#replays.get(client);
+    if (queue === undefined) return;
+    queue.splice(queue.indexOf(replay), 1);
+    if (queue.length === 0) this.#replays.delete(client);
+  }
+
+  /**
    * Numbers, keeps and delivers a `json` publish, or passes it to the hub
    * that sequences its channel. Returns this hub's deliveries.
    */
@@ -639,10 +906,11 @@ export class Hub extends EventTarget implements ClientHost {
     if (!channel.numbering) this.#numberLocally(channel);
     const seq = ++channel.lastSeq;
     const time = Date.now();
+    channel.lastTime = time;
     const frame = encodeMessage(name, data, seq, time, channel.epoch);
     const bytes = utf8Length(frame);
     const message = new Outbound(frame, bytes);
-    channel.history?.push({ seq, time, frame, message });
+    channel.history?.push({ seq, time, frame, message }, bytes);
     const skip = this.#echo ? undefined : this.#local(name, sender, origin);
     const delivered = this.#fanOut(name, message, skip, seq);
     if (this.#link !== undefined) {
@@ -687,8 +955,9 @@ export class Hub extends EventTarget implements ClientHost {
         channel.numbering = false;
       }
       this.#moveTo(channel, epoch, seq);
+      channel.lastTime = time!;
       const message = new Outbound(data, bytes);
-      channel.history?.push({ seq, time: time!, frame: data as string, message });
+      channel.history?.push({ seq, time: time!, frame: data as string, message }, bytes);
       this.#fanOut(room, message, skip, seq);
       this.#dropIfUnused(room, channel);
       return;
@@ -733,11 +1002,26 @@ export class Hub extends EventTarget implements ClientHost {
     return delivered;
   }
 
-  /** Whether a recovery holds this message back from `target` (queued, or already sent). */
+  /**
+   * Whether a replay holds this message back from `target` (appended to it,
+   * or already in it), or a finished one already sent it.
+   */
   #held(channel: Channel, target: Client, seq: number, message: Outbound): boolean {
-    const waiting = channel.pending.get(target);
-    if (waiting !== undefined) {
-      waiting.push({ seq, time: 0, frame: message.data as string, message });
+    const replay = channel.pending.get(target);
+    if (replay !== undefined) {
+      if (seq > replay.lastSeq) {
+        replay.entries.push({ seq, time: 0, frame: message.data as string, message });
+        replay.lastSeq = seq;
+        replay.held++;
+        replay.heldBytes += message.bytes;
+        // Falling further behind than the replay started (plus a connection's
+        // own slack) is not catching up: the live stream outruns this reader.
+        if (
+          replay.historyBytes + replay.heldBytes > this.#maxReplayBytes + this.#replaySlackBytes
+        ) {
+          this.#close(target, "slow_consumer");
+        }
+      }
       return true;
     }
     const floor = channel.floors.get(target);
@@ -751,12 +1035,16 @@ export class Hub extends EventTarget implements ClientHost {
     let channel = this.#channels.get(name);
     if (channel === undefined) {
       const history = this.#json && this.#historySize > 0
-        ? new History(this.#historySize, this.#historyTtlMs)
+        ? new History(this.#historySize, this.#historyTtlMs, {
+          maxBytes: this.#historyMaxBytes,
+          ledger: this.#ledger,
+        })
         : undefined;
       // Without a broker this hub numbers every channel it sequences, under its own epoch.
       channel = {
         members: new Set(),
         lastSeq: 0,
+        lastTime: 0,
         epoch: this.#brokered ? "" : this.epoch,
         numbering: !this.#brokered,
         retired: [],
@@ -769,9 +1057,16 @@ export class Hub extends EventTarget implements ClientHost {
     return channel;
   }
 
-  /** Forgets a channel with no members and nothing to recover. */
+  /**
+   * Forgets a channel with no members and nothing to recover. One whose
+   * history a byte bound emptied is kept until its last message is past the
+   * TTL: until then its seq must answer a recovery with `recovered: false`,
+   * not pass for a new channel with nothing missed.
+   */
   #dropIfUnused(name: string, channel: Channel): void {
-    if (channel.members.size === 0 && !(channel.history?.length)) this.#channels.delete(name);
+    if (channel.members.size > 0 || channel.history?.length) return;
+    if (channel.history !== undefined && Date.now() - channel.lastTime < this.#historyTtlMs) return;
+    this.#channels.delete(name);
   }
 
   #sweep(): void {
@@ -804,11 +1099,12 @@ export class Hub extends EventTarget implements ClientHost {
     for (const name of client.channels) {
       const channel = this.#channels.get(name)!;
       channel.members.delete(client);
-      channel.pending.delete(client);
+      this.#cancelReplay(channel, client);
       channel.floors.delete(client);
       this.#dropIfUnused(name, channel);
     }
     client.channels.clear();
+    this.#replays.delete(client);
     this.stats.disconnections[reason]++;
     log.debug("disconnect {id} from {remote} room={room} reason={reason} after {seconds}s", {
       id: client.id,
@@ -829,6 +1125,24 @@ export class Hub extends EventTarget implements ClientHost {
       client.close(CloseCode.GOING_AWAY, reason, "server shutting down");
     }
   }
+}
+
+/** A replay with nothing in it yet, waiting. */
+function newReplay(client: Client, name: string, channel: Channel): Replay {
+  return {
+    client,
+    name,
+    channel,
+    entries: [],
+    next: 0,
+    history: 0,
+    historyBytes: 0,
+    heldBytes: 0,
+    held: 0,
+    lastSeq: 0,
+    epoch: undefined,
+    waiting: true,
+  };
 }
 
 /** A history entry's frame, encoded once however many clients recover it. */

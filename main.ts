@@ -1,15 +1,18 @@
 /**
  * The `relay` command: flags, config, logging, start, signals, exit codes
  * (0 clean shutdown, 1 runtime failure, 2 bad flags or config). Relay logic
- * lives in `server.ts` and `hub.ts`.
+ * lives in `server.ts` and `hub.ts`. Until the config is read, problems are
+ * plain `relay: ...` lines (the log format is not known yet); from then on
+ * everything, a failed start and uncaught errors included, goes through the
+ * logger at `log.level` in `log.format`.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { parseFlags, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
-import { configureLogging } from "./log.ts";
-import { startRelay } from "./server.ts";
+import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
+import { RelayStartError, startRelay } from "./server.ts";
 import { checkReport, checkStartupFiles, describeDeployment, startupWarnings } from "./startup.ts";
 import { VERSION } from "./version.ts";
 
@@ -61,6 +64,7 @@ export async function main(args: string[]): Promise<number> {
   }
 
   await configureLogging(config.log);
+  logUncaughtErrors();
   const log = getLogger(["relay", "main"]);
   if (file === null) {
     log.info("no {file} found; running on defaults", { file: DEFAULT_CONFIG_FILE });
@@ -71,7 +75,8 @@ export async function main(args: string[]): Promise<number> {
   try {
     relay = await startRelay(config);
   } catch (error) {
-    console.error(`relay: ${(error as Error).message}`);
+    if (error instanceof RelayStartError) log.fatal("{reason}", { reason: error.message });
+    else log.fatal("cannot start: {cause}", errorFields(error, true));
     return 1;
   }
 

@@ -15,6 +15,8 @@ import { PROTOCOL_ERRORS } from "./protocol.ts";
 import {
   type BrokerStats,
   DISCONNECT_REASONS,
+  HISTORY_DROP_REASONS,
+  HTTP_TIMEOUT_PHASES,
   PUBLISH_SECONDS_BUCKETS,
   REJECT_REASONS,
   RelayStats,
@@ -160,7 +162,8 @@ export function createMetricsHandler(
   });
   new client.Counter({
     name: "websocket_rejected_connections_total",
-    help: "WebSocket upgrades refused before they happened, by reason.",
+    help:
+      "Connections refused before a WebSocket upgrade, by reason (max_connections: closed at accept).",
     labelNames: ["reason"],
     registers,
     collect() {
@@ -180,6 +183,24 @@ export function createMetricsHandler(
       for (const code of PROTOCOL_ERRORS) this.inc({ code }, current.stats.refused[code]);
     },
   });
+  gauge(
+    registers,
+    "relay_history_bytes",
+    "Bytes json channel history keeps right now, under channels.max_history_bytes_total.",
+    () => current.stats.historyBytes,
+  );
+  new client.Counter({
+    name: "relay_history_dropped_total",
+    help: "Messages dropped from json channel history, by the setting that bound them.",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      this.reset();
+      for (const reason of HISTORY_DROP_REASONS) {
+        this.inc({ reason }, current.stats.historyDropped[reason]);
+      }
+    },
+  });
   new client.Counter({
     name: "relay_publish_requests_total",
     help: "Requests to the publish API, by HTTP status.",
@@ -189,6 +210,24 @@ export function createMetricsHandler(
       this.reset();
       for (const [status, count] of Object.entries(current.stats.publishRequests)) {
         this.inc({ status }, count);
+      }
+    },
+  });
+  counter(
+    registers,
+    "relay_accept_errors_total",
+    "Accept attempts that failed for lack of file descriptors (EMFILE, ENFILE).",
+    () => current.stats.acceptErrors,
+  );
+  new client.Counter({
+    name: "relay_http_timeouts_total",
+    help: "Connections closed for a request head, body or keep-alive wait that ran out of time.",
+    labelNames: ["phase"],
+    registers,
+    collect() {
+      this.reset();
+      for (const phase of HTTP_TIMEOUT_PHASES) {
+        this.inc({ phase }, current.stats.httpTimeouts[phase]);
       }
     },
   });

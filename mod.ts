@@ -2,7 +2,8 @@
  * The relay as a library, for programs that embed it: start a relay from a
  * config (or mount its handler on your own `Deno.serve`), publish to its
  * channels from TypeScript, watch clients come and go, and connect to it
- * with {@link ReconnectingClient}.
+ * with {@link ReconnectingClient}. With `websocket.protocol: go-ws`,
+ * {@link GoWsHub} makes go-ws's server calls (`SendProcessOutput`, ...).
  *
  * @example
  * ```ts
@@ -16,8 +17,15 @@
  * @module
  */
 export { type Config, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from "./config.ts";
-export { type BroadcastOptions, type ClientEventDetail, Hub, type HubOptions } from "./hub.ts";
+export {
+  type BroadcastOptions,
+  type ClientEventDetail,
+  Hub,
+  type HubOptions,
+  type ReplayEventDetail,
+} from "./hub.ts";
 export { type Client, CloseCode } from "./client.ts";
+export { GoWsError, type GoWsFields, GoWsHub } from "./gows.ts";
 export {
   createRelayHandler,
   type Relay,

@@ -23,6 +23,7 @@ export const PROTOCOL_ERRORS = [
   "forbidden",
   "rate_limited",
   "binary_unsupported",
+  "too_many_channels",
 ] as const;
 /** One of {@link PROTOCOL_ERRORS}. */
 export type ProtocolErrorCode = typeof PROTOCOL_ERRORS[number];
@@ -52,13 +53,26 @@ export function isChannelName(name: string): boolean {
   return CHANNEL_NAME.test(name);
 }
 
-/** Why `name` is not a channel name, for error messages. */
-export function channelNameProblem(name: unknown): string {
-  if (typeof name !== "string") return "channel must be a string";
-  if (name.length === 0 || name.length > 256) {
-    return `channel must be 1-256 characters, got ${name.length}`;
+/**
+ * What is wrong with `value` as a channel name, or `undefined` when it is
+ * one; phrased to follow the field's name (`channel must be a string (got
+ * number)`, `channel: must be ...`). The one check of a channel name, for
+ * the WebSocket protocol and the publish API alike.
+ */
+export function channelNameProblem(value: unknown): string | undefined {
+  if (typeof value !== "string") return `must be a string (got ${jsonType(value)})`;
+  if (isChannelName(value)) return undefined;
+  if (value.length === 0 || value.length > 256) {
+    return `must be 1-256 characters (got ${value.length})`;
   }
-  return `channel ${JSON.stringify(name)} may only contain A-Z a-z 0-9 _ - . :`;
+  return `${JSON.stringify(value)} may only contain A-Z a-z 0-9 _ - . :`;
+}
+
+/** The JSON type of a parsed value, as a message names it: `null`, `array`, `object`, ... */
+function jsonType(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (value === null) return "null";
+  return Array.isArray(value) ? "array" : typeof value;
 }
 
 /**
@@ -91,7 +105,7 @@ export function parseCommand(text: string): Command | ProtocolError {
       // The Go hub names the channel in `data`.
       const channel = fields.channel ?? fields.data;
       if (typeof channel !== "string" || !isChannelName(channel)) {
-        return bad("bad_channel", channelNameProblem(channel));
+        return bad("bad_channel", `channel ${channelNameProblem(channel)}`);
       }
       if (type === "unsubscribe") return { type, channel, id };
       const { since, epoch } = fields;
@@ -106,7 +120,7 @@ export function parseCommand(text: string): Command | ProtocolError {
     case "publish": {
       const { channel } = fields;
       if (typeof channel !== "string" || !isChannelName(channel)) {
-        return bad("bad_channel", channelNameProblem(channel));
+        return bad("bad_channel", `channel ${channelNameProblem(channel)}`);
       }
       if (!("data" in fields)) return bad("bad_request", "publish needs data");
       return { type, channel, data: JSON.stringify(fields.data), id };

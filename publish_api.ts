@@ -3,8 +3,11 @@
  * `{"channel": "...", "data": ...}` or an array of them; the answer is 202
  * with the number of deliveries to this relay's clients, or an error with a
  * message precise enough to fix the request (401 without a publish key,
- * 400 naming the bad field, 413 over the size limit). Errors are JSON:
- * `{"error": "..."}`.
+ * 400 naming the bad field, 413 over the size limit). A message has
+ * `channel` and `data` and nothing else: an unknown field is a 400 too, as
+ * a typo must not be dropped silently. Errors are JSON: `{"error": "..."}`.
+ * With `websocket.protocol: go-ws` the body is one go-ws `Message` or an
+ * array of them, read by `gows.ts`.
  *
  * A 202 means accepted for delivery. When the relay will not deliver (it is
  * draining, or `broker.required` and the broker is down) the answer is 503
@@ -13,11 +16,16 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
+import { parseGoWsPublish } from "./gows.ts";
 import type { Hub } from "./hub.ts";
-import { channelNameProblem, isChannelName } from "./protocol.ts";
+import { errorFields } from "./log.ts";
+import { channelNameProblem } from "./protocol.ts";
 import type { RelayStats } from "./stats.ts";
+
+const log = getLogger(["relay", "publish"]);
 
 /** The path the API answers on. */
 export const PUBLISH_PATH = "/api/publish";
@@ -50,6 +58,14 @@ export function createPublishHandler(
     stats.publishRequests[status] = (stats.publishRequests[status] ?? 0) + 1;
     return Response.json(body, { status, headers });
   };
+  // Asked with nothing awaited between it and the queueing: the answer holds for those messages.
+  const refuse = (): Response | undefined => {
+    const down = unavailable();
+    if (down === undefined) return undefined;
+    return answer(503, { error: `not accepted: ${down.reason}; retry later` }, {
+      "retry-after": String(down.retryAfterSeconds),
+    });
+  };
   return async (request) => {
     if (!auth.publishEnabled) {
       return answer(404, { error: "the publish API is off; set auth.publish_keys to turn it on" });
@@ -57,12 +73,20 @@ export function createPublishHandler(
     if (request.method !== "POST") {
       return answer(405, { error: "use POST" }, { allow: "POST" });
     }
-    if (!auth.mayPublish(request)) {
-      return answer(401, { error: "send one of auth.publish_keys as Authorization: Bearer" }, {
+    const refusal = auth.publishRefusal(request);
+    if (refusal !== undefined) {
+      return answer(401, { error: refusal }, {
         "www-authenticate": 'Bearer realm="relay publish"',
       });
     }
-    const text = await readLimited(request, limit);
+    let text;
+    try {
+      text = await readLimited(request, limit);
+    } catch (error) {
+      // The client went away mid-body: an everyday event, and nobody reads this answer.
+      log.debug("publish request ended before its body: {cause}", errorFields(error));
+      return answer(400, { error: "body not received in full" });
+    }
     if (text === undefined) {
       return answer(413, { error: `body over ${limit} bytes (websocket.max_message_bytes)` });
     }
@@ -72,15 +96,24 @@ export function createPublishHandler(
     } catch (error) {
       return answer(400, { error: `body is not JSON: ${(error as SyntaxError).message}` });
     }
-    const result = validate(body, config.websocket);
-    if (typeof result === "string") return answer(400, { error: result });
-    // Nothing is awaited from here to the queueing: the answer holds for these messages.
-    const down = unavailable();
-    if (down !== undefined) {
-      return answer(503, { error: `not accepted: ${down.reason}; retry later` }, {
-        "retry-after": String(down.retryAfterSeconds),
+    // go-ws Message bodies have fields and rules of their own (gows.ts).
+    if (config.websocket.protocol === "go-ws") {
+      const messages = parseGoWsPublish(body);
+      if (typeof messages === "string") return answer(400, { error: messages });
+      const down = refuse();
+      if (down !== undefined) return down;
+      const counts = await Promise.all(
+        messages.map(({ channel, data, fields }) => hub.publish(channel, data, fields)),
+      );
+      return answer(202, {
+        messages: messages.length,
+        delivered: counts.reduce((a, b) => a + b, 0),
       });
     }
+    const result = validate(body, config.websocket);
+    if (typeof result === "string") return answer(400, { error: result });
+    const down = refuse();
+    if (down !== undefined) return down;
     // Queued together, so a batch keeps its order and interleaves with nothing.
     const counts = await Promise.all(result.map(({ channel, data }) => hub.publish(channel, data)));
     return answer(202, { messages: result.length, delivered: counts.reduce((a, b) => a + b, 0) });
@@ -110,7 +143,13 @@ async function readLimited(request: Request, limit: number): Promise<string | un
   return new TextDecoder().decode(bytes);
 }
 
-/** The publications in `body`, or a message naming what is wrong. */
+/** The fields a message may have; any other is an error, so a typo is not dropped silently. */
+const FIELDS = new Set(["channel", "data"]);
+
+/**
+ * The publications in `body`, or a message naming what is wrong and where:
+ * the field, after the index of the message in a batch (`[2].channel: ...`).
+ */
 function validate(body: unknown, websocket: Config["websocket"]): Publication[] | string {
   const batch = Array.isArray(body);
   const items = batch ? body : [body];
@@ -121,6 +160,10 @@ function validate(body: unknown, websocket: Config["websocket"]): Publication[] 
     if (typeof item !== "object" || item === null || Array.isArray(item)) {
       return `${batch ? `[${i}]` : "body"}: expected an object with channel and data`;
     }
+    const unknown = Object.keys(item).find((field) => !FIELDS.has(field));
+    if (unknown !== undefined) {
+      return `${at}${fieldName(unknown)}: unknown field; a message has channel and data only`;
+    }
     const { channel, data } = item as Record<string, unknown>;
     if (!("data" in item)) return `${at}data: required`;
     const problem = channelProblem(channel, websocket);
@@ -130,21 +173,25 @@ function validate(body: unknown, websocket: Config["websocket"]): Publication[] 
   return publications;
 }
 
+/** A field's name as an error message shows it: quoted unless it is a plain word. */
+function fieldName(name: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : JSON.stringify(name);
+}
+
 /** What is wrong with `channel` for this relay's mode, if anything. */
 function channelProblem(channel: unknown, websocket: Config["websocket"]): string | undefined {
-  if (channel === undefined && !(websocket.protocol === "raw" && websocket.rooms === "none")) {
-    return "required";
+  const oneRoom = websocket.protocol === "raw" && websocket.rooms === "none";
+  if (channel === undefined) return oneRoom ? undefined : "required";
+  // A channel name in json mode; otherwise at least a string (the check names its type).
+  if (websocket.protocol === "json" || typeof channel !== "string") {
+    return channelNameProblem(channel);
   }
-  if (websocket.protocol === "json") {
-    return isChannelName(channel as string) ? undefined : channelNameProblem(channel);
-  }
-  if (channel !== undefined && typeof channel !== "string") return "channel must be a string";
-  if (websocket.rooms === "none") {
-    return channel === undefined || channel === ""
+  if (oneRoom) {
+    return channel === ""
       ? undefined
       : "with websocket.rooms: none every client is in one room; leave channel out";
   }
-  return (channel as string).startsWith("/")
+  return channel.startsWith("/")
     ? undefined
     : 'with websocket.rooms: path a channel is a path like "/runs/42/stream"';
 }

@@ -66,7 +66,17 @@ export interface Clock {
 
 /** Options for a {@link ReconnectingClient}; every one is optional. */
 export interface ReconnectingClientOptions {
-  /** `Sec-WebSocket-Protocol` entries, e.g. `["relay", "bearer." + token]`. */
+  /**
+   * A token for `auth.mode` (an API key or a JWT), sent as the subprotocol
+   * entry `bearer.<token>`: the one place a browser's WebSocket can carry it.
+   */
+  token?: string;
+  /**
+   * `Sec-WebSocket-Protocol` entries to offer. Whenever a token is offered
+   * (`token`, or a `bearer.` entry here) and no other entry is, `relay` is
+   * offered too: the relay answers with a non-token entry and refuses (400)
+   * a client that offers a token alone.
+   */
   protocols?: string[];
   /** First retry delay, ms. @default 1000 */
   initialDelayMs?: number;
@@ -144,6 +154,20 @@ interface ChannelState extends Partial<Position> {
   replayUntil?: number;
 }
 
+/** The subprotocol offered beside a token, for the relay to answer with. */
+const RELAY_SUBPROTOCOL = "relay";
+
+const BEARER_PREFIX = "bearer.";
+
+/** What the client offers as `Sec-WebSocket-Protocol`, per {@link ReconnectingClientOptions.protocols}. */
+function offeredSubprotocols(options: ReconnectingClientOptions): string[] {
+  const offered = [...options.protocols ?? []];
+  if (options.token !== undefined) offered.push(BEARER_PREFIX + options.token);
+  const isToken = (entry: string) => entry.toLowerCase().startsWith(BEARER_PREFIX);
+  if (offered.length > 0 && offered.every(isToken)) offered.unshift(RELAY_SUBPROTOCOL);
+  return offered;
+}
+
 const GLOBAL_CLOCK: Clock = {
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (handle) => clearTimeout(handle as number),
@@ -154,6 +178,7 @@ const GLOBAL_CLOCK: Clock = {
 export class ReconnectingClient {
   readonly url: string;
   readonly #options: ReconnectingClientOptions;
+  readonly #protocols: string[];
   readonly #clock: Clock;
   readonly #channels = new Map<string, ChannelState>();
   #socket: WebSocket | undefined;
@@ -172,6 +197,7 @@ export class ReconnectingClient {
   constructor(url: string, options: ReconnectingClientOptions = {}) {
     this.url = url;
     this.#options = options;
+    this.#protocols = offeredSubprotocols(options);
     this.#clock = options.clock ?? GLOBAL_CLOCK;
     this.#connect();
   }
@@ -253,7 +279,7 @@ export class ReconnectingClient {
   #connect(): void {
     this.#state = "connecting";
     const Socket = this.#options.WebSocket ?? WebSocket;
-    const socket = new Socket(this.url, this.#options.protocols);
+    const socket = new Socket(this.url, this.#protocols);
     this.#socket = socket;
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event.data);

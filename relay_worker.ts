@@ -6,21 +6,36 @@
  * @module
  */
 /// <reference lib="deno.worker" />
+import { getLogger } from "@logtape/logtape";
 import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
 import { Hub, type RelayMessage } from "./hub.ts";
-import { configureLogging } from "./log.ts";
+import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
 import { hubOptions, type Relay, serveRelay } from "./server.ts";
 
 let relay: Relay | undefined;
 
 const reply = (message: WorkerReply) => self.postMessage(message);
 
-self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
+self.onmessage = ({ data: request }: MessageEvent<WorkerRequest>) => {
+  // Uncaught errors do not end a worker (logUncaughtErrors), so one in here
+  // must still answer: the main thread waits for every reply.
+  handle(request).catch((error) => {
+    getLogger(["relay", "worker"]).error("{request} request failed: {cause}", {
+      request: request.type,
+      ...errorFields(error, true),
+    });
+    reply({ id: request.id, type: "failed", message: errorFields(error).cause });
+  });
+};
+
+async function handle(request: WorkerRequest): Promise<void> {
   const { id } = request;
   switch (request.type) {
     case "start": {
       const { config, index, epoch, peers, inbox, connectionCount } = request;
       await configureLogging(config.log);
+      // As main.ts does for a single-worker relay: logged, and the worker serves on.
+      logUncaughtErrors();
       const hub = new Hub({ ...hubOptions(config), epoch, link: meshLink(index, peers) });
       const deliver = ({ data }: MessageEvent<RelayMessage[]>) => hub.deliver(data);
       const ports = [...peers.filter((port) => port !== undefined), inbox];
@@ -49,4 +64,4 @@ self.onmessage = async ({ data: request }: MessageEvent<WorkerRequest>) => {
       await relay?.shutdown();
       return reply({ id, type: "stopped" });
   }
-};
+}

@@ -1,6 +1,6 @@
 /**
  * The network edge: the WebSocket port on `node:http` / `node:https` with
- * upgrades handed to the engine (`engine/`), metrics on `Deno.serve`,
+ * upgrades handed to the engine (`engine/`), metrics on a second `node:http` server,
  * routing (upgrade, `/healthz`, `/readyz`, the publish API, the example
  * page, the 426 hint), the checks made before an upgrade (origin, auth,
  * connection limit, shutdown), and the relay's lifecycle through
@@ -29,11 +29,19 @@ import type { Connection } from "./engine/connection.ts";
 import { WebSocketEngine } from "./engine/engine.ts";
 import { checkHandshake, httpAnswer, type Refusal } from "./engine/handshake.ts";
 import { RuntimeConnection } from "./engine/runtime_connection.ts";
-import { formatHost, headOf, listenNode, remoteOf } from "./node_server.ts";
+import {
+  destroySocket,
+  formatHost,
+  headOf,
+  type HttpLimits,
+  listenNode,
+  type NodeListener,
+  remoteOf,
+} from "./node_server.ts";
 import { Hub, type HubOptions } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH, type Unavailable } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
-import { BrokerStats, type RejectReason } from "./stats.ts";
+import { BrokerStats, type RejectReason, type RelayStats } from "./stats.ts";
 import type { RedisBroker } from "./broker.ts";
 import { VERSION } from "./version.ts";
 import { readTlsFiles } from "./startup.ts";
@@ -81,13 +89,23 @@ export async function startRelay(config: Config): Promise<Relay> {
   return await serveRelay(config);
 }
 
-/** The hub options `config` asks for. */
+/**
+ * The hub options `config` asks for. Each worker of a cluster keeps a
+ * replica of every channel's history, so each holds its share of the
+ * process-wide history cap.
+ */
 export function hubOptions(config: Config): HubOptions {
+  const { websocket, channels, server } = config;
   return {
-    echo: config.websocket.echo,
-    protocol: config.websocket.protocol,
-    historySize: config.channels.history_size,
-    historyTtlMs: durationMs(config.channels.history_ttl),
+    echo: websocket.echo,
+    protocol: websocket.protocol,
+    historySize: channels.history_size,
+    historyTtlMs: durationMs(channels.history_ttl),
+    historyMaxBytes: channels.history_max_bytes,
+    maxHistoryBytesTotal: Math.floor(channels.max_history_bytes_total / server.workers),
+    maxReplayBytes: channels.max_replay_bytes,
+    replaySlackBytes: websocket.send_buffer_max_bytes || 4 * websocket.send_buffer_bytes,
+    maxChannelsPerConnection: websocket.max_channels_per_connection,
   };
 }
 
@@ -100,6 +118,13 @@ export interface HandlerOptions {
    * cluster so `server.max_connections` holds for the sum of all workers.
    */
   connectionCount?: Int32Array;
+  /**
+   * The listener counts every TCP connection in `connectionCount` from
+   * accept to close (as {@link serveRelay}'s does), so an upgrade takes no
+   * slot of its own. Without it, upgrades are what is counted.
+   * @default false
+   */
+  countedAtAccept?: boolean;
 }
 
 /** A relay without a listener, for a program that serves it from its own `Deno.serve`. */
@@ -141,7 +166,7 @@ export async function createRelayHandler(
   options: HandlerOptions = {},
 ): Promise<RelayHandler> {
   const { server: serverConfig, websocket } = config;
-  const { connectionCount = new Int32Array(1) } = options;
+  const { connectionCount = new Int32Array(1), countedAtAccept = false } = options;
   const auth = await Authenticator.create(config.auth).catch((error) => {
     throw new RelayStartError(error.message);
   });
@@ -189,11 +214,12 @@ export async function createRelayHandler(
   };
   /** Resolved when the last connection is gone during a drain. */
   let allClosed: PromiseWithResolvers<void> | undefined;
-  // One function for every client: no closure per connection.
+  // One function for every client: no closure per connection. A connection
+  // counted at accept gives its slot back when its socket closes, not here.
   const onClosed = (client: Client) => {
     stats.openSockets--;
     connections.delete(client);
-    Atomics.sub(connectionCount, 0, 1);
+    if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
     if (connections.size === 0) allClosed?.resolve();
   };
 
@@ -212,7 +238,8 @@ export async function createRelayHandler(
 
   /**
    * The checks every upgrade passes, whichever path carries it. On success
-   * the connection is counted; the caller releases it if it goes no further.
+   * the connection is counted (unless it was at accept); the caller
+   * releases it if it goes no further.
    */
   const admit = async (request: RequestHead, peer: Deno.NetAddr): Promise<Admission> => {
     if (draining) return refuse("shutting_down", 503, "Service Unavailable: shutting down");
@@ -224,12 +251,14 @@ export async function createRelayHandler(
     const checked = await auth.check(request);
     if (!checked.ok) {
       log.info("refused {remote}: {reason}", { remote, reason: checked.reason });
-      return refuse(checked.reason, 401, `Unauthorized: ${checked.message}`, {
-        "www-authenticate": 'Bearer realm="relay"',
-      });
+      return checked.status === 400
+        ? refuse(checked.reason, 400, `Bad Request: ${checked.message}`)
+        : refuse(checked.reason, 401, `Unauthorized: ${checked.message}`, {
+          "www-authenticate": 'Bearer realm="relay"',
+        });
     }
     const limit = serverConfig.max_connections;
-    if (Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
+    if (!countedAtAccept && Atomics.add(connectionCount, 0, 1) >= limit && limit > 0) {
       Atomics.sub(connectionCount, 0, 1);
       return refuse("max_connections", 503, "Service Unavailable: connection limit reached");
     }
@@ -258,7 +287,10 @@ export async function createRelayHandler(
     const tls = "encrypted" in socket;
     const admitted = await admit(headOf(request, tls), remoteOf(request));
     if (!admitted.ok) return void socket.end(httpAnswer(admitted.refusal));
-    if (socket.destroyed) return void Atomics.sub(connectionCount, 0, 1);
+    if (socket.destroyed) {
+      if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
+      return;
+    }
     serveClient(engine.accept(socket, head, handshake.key, admitted.grant.protocol), admitted);
   };
 
@@ -275,7 +307,7 @@ export async function createRelayHandler(
         protocol: admitted.grant.protocol,
       });
     } catch (error) {
-      Atomics.sub(connectionCount, 0, 1);
+      if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
       return new Response(`Bad Request: ${(error as Error).message}\n`, { status: 400 });
     }
     serveClient(new RuntimeConnection(upgraded.socket, limits), admitted);
@@ -338,7 +370,12 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
   const tls = await readTlsFiles(serverConfig.tls).catch((error) => {
     throw new RelayStartError(error.message);
   });
-  const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, options);
+  const { connectionCount = new Int32Array(1) } = options;
+  const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, {
+    ...options,
+    connectionCount,
+    countedAtAccept: true,
+  });
   const stats = hub.stats;
 
   let wsServer;
@@ -350,6 +387,9 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
         port: serverConfig.port,
         reusePort,
         ...tls,
+        http: httpLimits(config),
+        connections: { count: connectionCount, max: serverConfig.max_connections },
+        stats,
       },
       handler,
       handleUpgrade,
@@ -359,13 +399,14 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
     throw new RelayStartError((error as Error).message);
   }
 
-  let metricsServer: Deno.HttpServer<Deno.NetAddr> | undefined;
+  let metricsServer: NodeListener | undefined;
   if (metrics.enabled) {
     try {
       // Sockets, not the hub's members: a drain's clients count until their sockets close.
-      metricsServer = listenMetrics(
-        metrics,
+      metricsServer = await listenMetrics(
+        config,
         () => ({ stats, connectedClients: stats.openSockets }),
+        stats,
       );
     } catch (error) {
       await wsServer.close();
@@ -394,7 +435,7 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
           timeout: serverConfig.shutdown_timeout,
         });
       }
-      await Promise.all([wsServer.close(), metricsServer?.shutdown()]);
+      await Promise.all([wsServer.close(), metricsServer?.close()]);
       if (logLifecycle) log.info("shut down");
     })();
     return stopping;
@@ -417,8 +458,15 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
  * The hub `config` asks for: on its own, or linked to the other instances
  * through Redis (the broker module is loaded only then).
  */
-async function newHub(config: Config): Promise<{ hub: Hub; broker?: RedisBroker }> {
+async function newHub(
+  config: Config,
+): Promise<{ hub: Hub; broker?: Pick<RedisBroker, "up" | "close"> }> {
   if (config.broker.type === "none") return { hub: new Hub(hubOptions(config)) };
+  if (config.websocket.protocol === "go-ws") {
+    // go-ws's RedisBridge format on go-ws's channels instead of the relay's bus.
+    const { startGoWsBridge } = await import("./gows_bridge.ts");
+    return startGoWsBridge(config, hubOptions(config));
+  }
   const { RedisBroker } = await import("./broker.ts");
   const options = hubOptions(config);
   const stats = new BrokerStats();
@@ -453,26 +501,48 @@ export function announceListening(
   }
 }
 
-/** Serves `/metrics` from `source`; 404 for any other path. */
-export function listenMetrics(
-  metrics: Config["metrics"],
-  source: MetricsSource,
-): Deno.HttpServer<Deno.NetAddr> {
-  const expose = createMetricsHandler(source);
-  return listen(
-    "metrics",
-    { hostname: metrics.host, port: metrics.port },
-    (request) =>
-      new URL(request.url).pathname === metrics.path
-        ? expose(request)
-        : new Response("Not Found\n", { status: 404 }),
-  );
+/** The deadlines and sizes `config` gives requests that are not upgraded. */
+export function httpLimits(config: Config): HttpLimits {
+  const { server } = config;
+  return {
+    headerTimeoutMs: durationMs(server.header_timeout),
+    bodyTimeoutMs: durationMs(server.body_timeout),
+    keepAliveTimeoutMs: durationMs(server.keepalive_timeout),
+    maxHeaderBytes: server.max_header_bytes,
+  };
 }
 
-/** Resolves with how many connections were still open when the deadline passed. */
-/** A socket that fails before it is a connection must not take the process with it. */
-function destroySocket(this: Duplex): void {
-  this.destroy();
+/**
+ * Serves `/metrics` from `source`; 404 for any other path. On `node:http`
+ * like the WebSocket port, so that it too survives running out of
+ * descriptors (`Deno.serve` stops for good at a failed accept, and its
+ * `finished` rejects); accept errors are counted into `stats`.
+ */
+export async function listenMetrics(
+  config: Config,
+  source: MetricsSource,
+  stats: RelayStats,
+): Promise<NodeListener> {
+  const { metrics } = config;
+  const expose = createMetricsHandler(source);
+  try {
+    return await listenNode(
+      "metrics",
+      { hostname: metrics.host, port: metrics.port, http: httpLimits(config), stats },
+      (request) =>
+        new URL(request.url).pathname === metrics.path
+          ? expose(request)
+          : new Response("Not Found\n", { status: 404 }),
+      rejectUpgrade,
+    );
+  } catch (error) {
+    throw new RelayStartError((error as Error).message);
+  }
+}
+
+/** The metrics port has no WebSockets. */
+function rejectUpgrade(_request: IncomingMessage, socket: Duplex): void {
+  socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
 }
 
 /** Resolves when `promise` does or `timeoutMs` has passed, whichever is first. */
@@ -482,22 +552,6 @@ async function within(promise: Promise<void>, timeoutMs: number): Promise<void> 
     await Promise.race([promise, new Promise((resolve) => timer = setTimeout(resolve, timeoutMs))]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-function listen(
-  what: string,
-  options: Deno.ServeTcpOptions,
-  handler: Deno.ServeHandler<Deno.NetAddr>,
-): Deno.HttpServer<Deno.NetAddr> {
-  try {
-    return Deno.serve({ ...options, onListen: () => {} }, handler);
-  } catch (error) {
-    const where = `${formatHost(options.hostname ?? "0.0.0.0")}:${options.port}`;
-    const why = error instanceof Deno.errors.AddrInUse
-      ? "address already in use"
-      : (error as Error).message;
-    throw new RelayStartError(`Cannot listen for ${what} on ${where}: ${why}`);
   }
 }
 

@@ -22,6 +22,8 @@ export function describeDeployment(config: Config, envKeys: readonly string[]): 
   const parts = [
     websocket.protocol === "json"
       ? "json channels"
+      : websocket.protocol === "go-ws"
+      ? "go-ws channels"
       : `raw frames, ${websocket.rooms === "path" ? "a room per URL path" : "one room"}`,
   ];
   if (!websocket.echo) parts.push("no echo");
@@ -32,7 +34,11 @@ export function describeDeployment(config: Config, envKeys: readonly string[]): 
       ? `auth jwt (${auth.jwt.algorithm})`
       : `auth api_key (${plural(auth.api_keys.length, "key")})`,
     `publish API ${auth.publish_keys.length > 0 ? "on" : "off"}`,
-    broker.type === "none" ? "no broker" : `broker ${describeRedis(broker.url)}`,
+    broker.type === "none"
+      ? "no broker"
+      : `broker ${describeRedis(broker.url)}${
+        websocket.protocol === "go-ws" ? ` (go-ws RedisBridge, prefix ${broker.go_ws_prefix})` : ""
+      }`,
     plural(server.workers, "worker"),
   );
   if (server.reuse_port) parts.push("port shared with other processes (reuse_port)");

@@ -30,11 +30,37 @@ export const REJECT_REASONS = [
   "auth_missing",
   "auth_invalid",
   "auth_expired",
+  "subprotocol",
 ] as const;
 /** One of {@link REJECT_REASONS}. */
 export type RejectReason = typeof REJECT_REASONS[number];
 
-/** Counters that only ever grow, and the one gauge a worker's snapshot must carry. */
+/**
+ * Why history let messages go, for `relay_history_dropped_total{reason}`:
+ * named after the setting that bound them.
+ */
+export const HISTORY_DROP_REASONS = [
+  "history_size",
+  "history_max_bytes",
+  "max_history_bytes_total",
+  "history_ttl",
+] as const;
+/** One of {@link HISTORY_DROP_REASONS}. */
+export type HistoryDropReason = typeof HISTORY_DROP_REASONS[number];
+
+/**
+ * Which part of a plain HTTP exchange ran out of time: the request head,
+ * its body, or the wait for the next request on a kept-alive connection.
+ */
+export const HTTP_TIMEOUT_PHASES = ["header", "body", "idle"] as const;
+/** One of {@link HTTP_TIMEOUT_PHASES}. */
+export type HttpTimeoutPhase = typeof HTTP_TIMEOUT_PHASES[number];
+
+/**
+ * Counters that only ever grow, and the gauges a worker's snapshot must
+ * carry, summed like them across workers: {@link openSockets} (the
+ * connected-clients gauge) and {@link historyBytes}.
+ */
 export class RelayStats {
   /**
    * Sockets open now: clients served, and clients the relay is closing (a
@@ -54,12 +80,20 @@ export class RelayStats {
   bytesSent = 0;
   /** Removals by reason. */
   readonly disconnections: Record<DisconnectReason, number> = zeroes(DISCONNECT_REASONS);
-  /** Refused upgrades by reason. */
+  /** Connections refused before an upgrade, by reason (`max_connections`: closed at accept). */
   readonly rejected: Record<RejectReason, number> = zeroes(REJECT_REASONS);
   /** Frames refused by code (`json` protocol errors, and rate limiting in both modes). */
   readonly refused: Record<ProtocolErrorCode, number> = zeroes(PROTOCOL_ERRORS);
+  /** Messages dropped from `json` history, by the bound that dropped them. */
+  readonly historyDropped: Record<HistoryDropReason, number> = zeroes(HISTORY_DROP_REASONS);
+  /** Bytes `json` history keeps right now (a gauge, kept up to date by the hub's ledger). */
+  historyBytes = 0;
   /** Publish API requests by HTTP status. */
   readonly publishRequests: Record<string, number> = {};
+  /** Accept attempts that failed for lack of file descriptors (see `accept_guard.ts`). */
+  acceptErrors = 0;
+  /** Connections closed because a request head, body or keep-alive wait ran out of time. */
+  readonly httpTimeouts: Record<HttpTimeoutPhase, number> = zeroes(HTTP_TIMEOUT_PHASES);
   /** Broker figures; absent when `broker.type` is `none` (and so in every cluster worker). */
   broker: BrokerStats | undefined;
 
@@ -79,9 +113,15 @@ export class RelayStats {
     }
     for (const reason of REJECT_REASONS) this.rejected[reason] += other.rejected[reason];
     for (const code of PROTOCOL_ERRORS) this.refused[code] += other.refused[code];
+    for (const reason of HISTORY_DROP_REASONS) {
+      this.historyDropped[reason] += other.historyDropped[reason];
+    }
+    this.historyBytes += other.historyBytes;
     for (const [status, count] of Object.entries(other.publishRequests)) {
       this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
     }
+    this.acceptErrors += other.acceptErrors;
+    for (const phase of HTTP_TIMEOUT_PHASES) this.httpTimeouts[phase] += other.httpTimeouts[phase];
   }
 }
 
@@ -128,6 +168,7 @@ export class BrokerStats {
   }
 }
 
-function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
+/** A count of 0 for each of `keys`. */
+export function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
   return Object.fromEntries(keys.map((key) => [key, 0])) as Record<K, number>;
 }

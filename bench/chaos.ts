@@ -155,12 +155,12 @@ class Publisher {
       this.refused.add(n);
       this.#failOver();
     } catch (error) {
-      if (/Connection refused/i.test((error as Error).message)) {
-        this.refused.add(n);
-        this.#failOver();
-      } else {
-        this.unknown++;
-      }
+      // The cause says what failed ("fetch failed" alone does not).
+      const { message, cause } = error as Error;
+      if (/Connection refused|ECONNREFUSED/i.test(`${message} ${cause}`)) this.refused.add(n);
+      else this.unknown++;
+      // A relay that does not answer is one to leave, whatever the reason.
+      this.#failOver();
     }
     return undefined;
   }

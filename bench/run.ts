@@ -116,8 +116,9 @@ export async function startServer(
   name: ServerName,
   cpus: string | undefined,
   relayWorkers = 1,
+  relayEnv: Record<string, string> = {},
 ): Promise<{ child: Deno.ChildProcess; url: string }> {
-  const env = { RELAY_SERVER_WORKERS: String(relayWorkers) };
+  const env = { RELAY_SERVER_WORKERS: String(relayWorkers), ...relayEnv };
   const child = pinned(cpus, [...SERVERS[name]], env).spawn();
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";

@@ -14,6 +14,12 @@
  * What a connection holds unsent is known exactly: its queue plus the write
  * in flight, counted here and in its pool's total.
  *
+ * A sender that has much to send (a history replay) paces itself by the
+ * socket: {@link Connection.whenDrained} says whether the bytes held are at
+ * or below the low-water mark (half the send budget), and when they are not,
+ * the handler's `onDrain` follows once a write completes that brings them
+ * there. It costs a boolean per connection, no closure and no timer.
+ *
  * Slow consumers are judged by time, as gorilla's write deadline and NATS's
  * `write_deadline` do: a peer may hold more than its budget for up to the
  * send timeout (a burst a healthy reader drains), never more than its hard
@@ -60,6 +66,12 @@ export interface ConnectionHandler {
   onMessage(data: string | ArrayBuffer, bytes: number): void;
   /** The connection is gone, whoever ended it. Called once. */
   onClose(cause: CloseCause): void;
+  /**
+   * The bytes held for the peer are at or below the low-water mark again,
+   * after {@link Connection.whenDrained} answered `false`. Called once per
+   * such answer, from a later task; never after `onClose`.
+   */
+  onDrain?(): void;
 }
 
 /** A WebSocket connection as the core sees it, whatever carries it. */
@@ -78,6 +90,14 @@ export interface Connection {
    * not reading would never get them).
    */
   close(code: number, reason: string, dropQueued?: boolean): void;
+  /**
+   * Whether the bytes held for the peer are at or below the low-water mark
+   * (half of its send budget) now, so more can be sent without nearing the
+   * budget. When they are not, the handler's `onDrain` is called once they
+   * are; a connection that is closing or closed answers `false` and calls
+   * `onClose` instead. Cheap enough to ask before every message of a replay.
+   */
+  whenDrained(): boolean;
 }
 
 /** Limits and timing of a connection. */
@@ -168,6 +188,8 @@ export class WebSocketConnection implements Connection, ParserSink {
   #onWritten: ((error?: Error | null) => void) | undefined;
   /** Our side is closing: write what is queued, then end the TCP connection; read nothing more. */
   #hungUp = false;
+  /** {@link whenDrained} answered false: call the handler's onDrain once the bytes fall low enough. */
+  #drainWanted = false;
 
   /**
    * Takes over `socket` with the 101 answer (`greeting`) as its first
@@ -239,6 +261,13 @@ export class WebSocketConnection implements Connection, ParserSink {
     }
     this.#enqueue(frame);
     return "sent";
+  }
+
+  whenDrained(): boolean {
+    if (this.#state !== State.Open) return false;
+    if (this.bufferedAmount <= this.#options.sendBufferBytes / 2) return true;
+    this.#drainWanted = true;
+    return false;
   }
 
   close(code: number, reason: string, dropQueued = false): void {
@@ -438,6 +467,14 @@ export class WebSocketConnection implements Connection, ParserSink {
     if (error || this.#state === State.Closed) return;
     if (this.#queue.length > 0) this.#writeQueue();
     else if (this.#hungUp) this.#endTcp();
+    // Only here can the bytes held fall: a completed write is the socket draining.
+    if (
+      this.#drainWanted && this.#state === State.Open &&
+      this.bufferedAmount <= this.#options.sendBufferBytes / 2
+    ) {
+      this.#drainWanted = false;
+      this.#handler!.onDrain?.();
+    }
   }
 
   #enqueue(frame: Uint8Array): void {

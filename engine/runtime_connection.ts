@@ -23,6 +23,9 @@ import { EngineCloseCode, type Outbound, utf8Length } from "./frame.ts";
 /** The text Deno puts on the error and close events when a ping went unanswered. */
 const DENO_IDLE_TIMEOUT_REASON = "No response from ping frame.";
 
+/** How often connections waiting to drain are polled. */
+const DRAIN_POLL_MS = 5;
+
 /** The limits a {@link RuntimeConnection} enforces; the runtime keeps the clocks. */
 export type RuntimeOptions = Pick<
   ConnectionOptions,
@@ -31,6 +34,9 @@ export type RuntimeOptions = Pick<
 
 /** A runtime WebSocket as a {@link Connection}; see the module doc. */
 export class RuntimeConnection implements Connection {
+  /** Connections whose whenDrained() answered false, until they drain or close. */
+  static readonly #draining = new Set<RuntimeConnection>();
+  static #drainTimer: ReturnType<typeof setInterval> | undefined;
   readonly #socket: WebSocket;
   readonly #options: RuntimeOptions;
   #handler: ConnectionHandler | undefined;
@@ -78,9 +84,41 @@ export class RuntimeConnection implements Connection {
     return "sent";
   }
 
+  whenDrained(): boolean {
+    if (!this.#open) return false;
+    const buffered = this.#socket.bufferedAmount;
+    // The exact figure is at hand: the send path's bound can start from it.
+    this.#inFlightBound = buffered;
+    if (buffered <= this.#options.sendBufferBytes / 2) return true;
+    const waiting = RuntimeConnection.#draining;
+    waiting.add(this);
+    RuntimeConnection.#drainTimer ??= setInterval(RuntimeConnection.#pollDrains, DRAIN_POLL_MS);
+    return false;
+  }
+
+  /** Tells each waiting connection whose socket has drained, and stops when none waits. */
+  static #pollDrains(): void {
+    const waiting = RuntimeConnection.#draining;
+    for (const connection of waiting) {
+      if (connection.#socket.bufferedAmount <= connection.#options.sendBufferBytes / 2) {
+        connection.#stopWaiting();
+        connection.#handler!.onDrain?.();
+      }
+    }
+  }
+
+  /** Leaves the connections waiting to drain; the timer stops with the last. */
+  #stopWaiting(): void {
+    const waiting = RuntimeConnection.#draining;
+    if (!waiting.delete(this) || waiting.size > 0) return;
+    clearInterval(RuntimeConnection.#drainTimer);
+    RuntimeConnection.#drainTimer = undefined;
+  }
+
   close(code: number, reason: string): void {
     this.#cause ??= "server";
     this.#open = false;
+    this.#stopWaiting();
     const socket = this.#socket;
     if (socket.readyState === WebSocket.OPEN) socket.close(code, reason);
     // Before the handshake completes the close waits for it (see "open").
@@ -104,6 +142,7 @@ export class RuntimeConnection implements Connection {
         return;
       case "close": {
         this.#open = false;
+        this.#stopWaiting();
         const { reason, code } = event as CloseEvent;
         this.#cause ??= reason === DENO_IDLE_TIMEOUT_REASON
           ? "idle_timeout"

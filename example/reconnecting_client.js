@@ -1,4 +1,15 @@
 // reconnecting_client.ts
+var RELAY_SUBPROTOCOL = "relay";
+var BEARER_PREFIX = "bearer.";
+function offeredSubprotocols(options) {
+  const offered = [
+    ...options.protocols ?? []
+  ];
+  if (options.token !== void 0) offered.push(BEARER_PREFIX + options.token);
+  const isToken = (entry) => entry.toLowerCase().startsWith(BEARER_PREFIX);
+  if (offered.length > 0 && offered.every(isToken)) offered.unshift(RELAY_SUBPROTOCOL);
+  return offered;
+}
 var GLOBAL_CLOCK = {
   setTimeout: (callback, ms) => setTimeout(callback, ms),
   clearTimeout: (handle) => clearTimeout(handle),
@@ -7,6 +18,7 @@ var GLOBAL_CLOCK = {
 var ReconnectingClient = class {
   url;
   #options;
+  #protocols;
   #clock;
   #channels = /* @__PURE__ */ new Map();
   #socket;
@@ -24,6 +36,7 @@ var ReconnectingClient = class {
   constructor(url, options = {}) {
     this.url = url;
     this.#options = options;
+    this.#protocols = offeredSubprotocols(options);
     this.#clock = options.clock ?? GLOBAL_CLOCK;
     this.#connect();
   }
@@ -104,7 +117,7 @@ var ReconnectingClient = class {
   #connect() {
     this.#state = "connecting";
     const Socket = this.#options.WebSocket ?? WebSocket;
-    const socket = new Socket(this.url, this.#options.protocols);
+    const socket = new Socket(this.url, this.#protocols);
     this.#socket = socket;
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event.data);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
-import { CuttableProxy, freePort, httpBase, scrape, TestClient } from "./helpers.ts";
+import { ask, CuttableProxy, freePort, httpBase, scrape, TestClient } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
@@ -159,6 +159,44 @@ Deno.test({
     const stale = await subscribe(a, "news", 3, "another-epoch");
     assert.equal(stale.reply.recovered, false);
     await Promise.all([again.client.close(), stale.client.close()]);
+  },
+});
+
+Deno.test({
+  name:
+    "broker json: a replay from Redis larger than the send budget is paced and arrives in full, live messages after it; over max_replay_bytes it is recovered: false",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 2, {
+      websocket: { protocol: "json", send_buffer_bytes: 16_384 },
+      channels: { max_replay_bytes: 3_000_000 },
+    });
+    const [a, b] = cluster.relays;
+    const canary = await subscribe(a, "big");
+    // 100 x 50 KB, each seen by the canary before the next, so Redis holds them all.
+    for (let n = 1; n <= 100; n++) {
+      await a.hub.publish("big", { n, pad: "x".repeat(50_000) });
+      assert.equal((await parse(canary.client)).seq, n);
+    }
+    const refused = await subscribe(b, "big", 0, canary.reply.epoch);
+    assert.deepEqual([refused.reply.recovered, refused.reply.seq], [false, 100], "5 MB > 3 MB");
+    await refused.client.close();
+    const late = await TestClient.connect(b);
+    late.send(JSON.stringify({ type: "subscribe", channel: "big", since: 50 }));
+    // Live messages race the broker's answer and the replay: they must follow it, once each.
+    for (let n = 101; n <= 105; n++) await a.hub.publish("big", { n });
+    const reply = await parse(late);
+    assert.equal(reply.recovered, true, "2.5 MB fits");
+    for (let seq = 51; seq <= 105; seq++) {
+      const message = await parse(late);
+      assert.deepEqual([message.seq, message.data.n], [seq, seq]);
+    }
+    for (let seq = 101; seq <= 105; seq++) assert.equal((await parse(canary.client)).seq, seq);
+    assert.deepEqual(await ask(late, { type: "ping" }), { type: "pong" }, "nothing more");
+    const samples = await scrape(b);
+    assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 0);
+    await Promise.all([canary.client.close(), late.close()]);
   },
 });
 

@@ -158,3 +158,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "example page with #token= connects to a relay with auth: the token goes as a subprotocol beside relay, whose answer Chromium accepts (needs Chromium)",
+  ignore: !browserPresent(),
+  async fn() {
+    await using relay = await startTestRelay({
+      ...EXAMPLE,
+      auth: { mode: "api_key", api_keys: ["page-key"] },
+    });
+    await withBrowser(async (browser) => {
+      const page = await browser.newPage();
+      const seen = problems(page);
+      // Connected means the relay had the token (api_key mode) and Chromium
+      // accepted the subprotocol it answered with (else it fails the connection).
+      await page.goto(`${httpBase(relay)}#token=page-key`);
+      await page.locator('#state[data-state="connected"]').waitFor();
+      await page.locator("#log li.system", { hasText: "joined chat" }).waitFor();
+      assert.deepEqual(seen, []);
+    });
+  },
+});

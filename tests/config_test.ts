@@ -256,7 +256,7 @@ Deno.test("parseDuration() reads Go durations and rejects anything else", () => 
 Deno.test("parseConfig() checks channels, auth, rate limit and workers", () => {
   fails(
     "websocket:\n  protocol: xml\n",
-    'config.yaml:2:13: websocket.protocol: expected raw or json, got "xml"',
+    'config.yaml:2:13: websocket.protocol: expected raw, json or go-ws, got "xml"',
   );
   fails(
     "auth:\n  mode: api_key\n",

@@ -26,7 +26,7 @@ import {
   type Frame,
   type FrameSpec,
   Opcode,
-  RawWebSocket,
+  type RawWebSocket,
   requestUpgrade,
   type UpgradeRequest,
   type UpgradeResponse,
@@ -325,17 +325,23 @@ Deno.test("opening handshake", async (t) => {
   }
 });
 
-Deno.test("opening handshake: a bearer.<token> subprotocol is accepted and answered as chosen", async () => {
+Deno.test("opening handshake: a bearer.<token> subprotocol alone is refused (400), beside another it is answered with the other", async () => {
   await using relay = await startTestRelay({
     auth: { mode: "api_key", api_keys: ["k1"] },
     websocket: websocketWith(),
   });
-  // Browsers fail a connection whose offered subprotocol is not answered.
-  const response = await upgradeOutcome(relay, {
+  // Browsers fail a connection whose offered subprotocol is not answered, and
+  // answering with the token would put it in every proxy's log.
+  const alone = await upgradeOutcome(relay, {
     headers: { "Sec-WebSocket-Protocol": "bearer.k1" },
   });
-  assert.equal(response.status, 101);
-  assert.equal(response.headers.get("sec-websocket-protocol"), "bearer.k1");
+  assert.equal(alone.status, 400);
+  assert.equal(alone.headers.get("sec-websocket-protocol"), null);
+  const beside = await upgradeOutcome(relay, {
+    headers: { "Sec-WebSocket-Protocol": "bearer.k1, relay" },
+  });
+  assert.equal(beside.status, 101);
+  assert.equal(beside.headers.get("sec-websocket-protocol"), "relay");
 });
 
 function tokens(header: string | null): string[] {

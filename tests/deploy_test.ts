@@ -228,6 +228,19 @@ Deno.test("deploy/relay@.service shares the port only together with the Redis br
   assert.match(stdout, /\nbroker:\n {2}type: redis( #[^\n]*)?\n/);
 });
 
+Deno.test("deploy units keep max_connections under LimitNOFILE by the same headroom", async () => {
+  const limits = [];
+  for (const name of ["relay.service", "relay@.service"]) {
+    const unit = await Deno.readTextFile(new URL(`../deploy/${name}`, import.meta.url));
+    const nofile = Number(unit.match(/^LimitNOFILE=(\d+)$/m)?.[1]);
+    const max = Number(unit.match(/^Environment=RELAY_SERVER_MAX_CONNECTIONS=(\d+)$/m)?.[1]);
+    // The process's own descriptors (about 26, 7 more per worker), Redis, metrics scrapes.
+    assert.ok(max > 0 && nofile - max >= 256, `${name}: ${max} connections, ${nofile} descriptors`);
+    limits.push({ nofile, max });
+  }
+  assert.deepEqual(limits[0], limits[1]);
+});
+
 Deno.test("deploy/grafana-dashboard.json queries only metrics the relay exposes", async () => {
   const dashboard = JSON.parse(
     await Deno.readTextFile(new URL("../deploy/grafana-dashboard.json", import.meta.url)),

@@ -133,8 +133,22 @@ export class TestClient {
   }
 }
 
+/** The next frame a `json` client receives, parsed. */
+export async function nextJson(client: TestClient): Promise<Record<string, unknown>> {
+  return JSON.parse(await client.next() as string);
+}
+
+/** Sends a `json` command (an object, or text as it is) and resolves with the next frame, parsed. */
+export async function ask(client: TestClient, command: unknown): Promise<Record<string, unknown>> {
+  client.send(typeof command === "string" ? command : JSON.stringify(command));
+  return await nextJson(client);
+}
+
 /** Resolves with the next `type` event the hub dispatches (bounded like {@link bounded}). */
-export function nextEvent(hub: Hub, type: "connect" | "disconnect"): PromiseLike<CustomEvent> {
+export function nextEvent(
+  hub: Hub,
+  type: "connect" | "disconnect" | "replayed",
+): PromiseLike<CustomEvent> {
   return bounded(
     new Promise((resolve) =>
       hub.addEventListener(type, (event) => resolve(event as CustomEvent), { once: true })
@@ -239,6 +253,16 @@ export async function commandWorks(
     return false;
   }
 }
+
+/**
+ * GOPATH mode on Debian's source tree, for the Go clients in `tests/interop/`:
+ * gorilla/websocket without the module proxy.
+ */
+export const GO_ENV: Record<string, string> = {
+  GO111MODULE: "off",
+  GOPATH: "/usr/share/gocode",
+  GOFLAGS: "",
+};
 
 /** A self-signed certificate for 127.0.0.1, made for this test run. */
 export async function selfSigned(dir: string): Promise<{ cert: string; key: string }> {

@@ -8,7 +8,7 @@ import {
   TestClient,
   untilTcpGone,
 } from "./helpers.ts";
-import { RawWebSocket } from "./raw_ws.ts";
+import type { RawWebSocket } from "./raw_ws.ts";
 
 Deno.test("Hub.broadcast() delivers a frame to every client, the sender included", async () => {
   await using relay = await startTestRelay();

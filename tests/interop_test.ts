@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import WebSocket from "ws";
 import type { Relay } from "../server.ts";
-import { commandWorks, selfSigned, startTestRelay, TestClient, within } from "./helpers.ts";
+import { commandWorks, GO_ENV, selfSigned, startTestRelay, TestClient, within } from "./helpers.ts";
 
 /** A message as a client sends it: the payload of each frame, one for an unfragmented message. */
 interface Message {
@@ -233,8 +233,6 @@ const python = processDriver({
   command: [SYSTEM_PYTHON, new URL("./interop/python_client.py", import.meta.url).pathname],
 });
 
-/** GOPATH mode on Debian's source tree: gorilla without the module proxy. */
-const GO_ENV = { GO111MODULE: "off", GOPATH: "/usr/share/gocode", GOFLAGS: "" };
 const GORILLA_CLIENT = new URL("./interop/gorilla_client.go", import.meta.url).pathname;
 const gorilla = processDriver({
   name: "Go gorilla/websocket client",

@@ -52,6 +52,14 @@ Deno.test("parseFlags() accepts Go's flag forms", () => {
   );
   assert.throws(() => parseFlags(["-bogus"]), /^TypeError: Bad flags: Unknown option '--bogus'/);
   assert.throws(() => parseFlags(["stray"]), /Bad flags: Unexpected argument 'stray'/);
+  // `deno task run -- -check` hands the `--` on; the flags after it still count.
+  assert.deepEqual(parseFlags(["-config-file", "c.yaml", "--", "-check"]), {
+    configFile: "c.yaml",
+    check: true,
+    version: false,
+    help: false,
+  });
+  assert.throws(() => parseFlags(["--", "stray"]), /Bad flags: Unexpected argument 'stray'/);
   assert.throws(() => parseFlags(["-config-file"]), /Bad flags: Option '--config-file/);
 });
 
@@ -202,24 +210,36 @@ Deno.test("relay with a missing explicit config file exits 2", async () => {
   assert.equal(stderr.trim().split("\n").length, 1);
 });
 
-Deno.test("relay exits 1 with one line when its port is taken", async () => {
+/**
+ * A failed start's one line: a fatal log line once the config is read (here
+ * in text format), where flags and config errors are plain `relay: ` lines.
+ */
+function startFailure(message: string): RegExp {
+  const escaped = message.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`^[-\\d]+ [\\d:.]+ [+-][\\d:]+ \\[FTL\\] relay·main: ${escaped}\n$`);
+}
+
+Deno.test("relay exits 1 with one log line when its port is taken, in log.format", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
     const port = (listener.addr as Deno.NetAddr).port;
-    const { code, stderr } = await runRelay(["-config-file", "/dev/null"], {
-      env: {
-        RELAY_SERVER_HOST: "127.0.0.1",
-        RELAY_SERVER_PORT: `${port}`,
-        RELAY_METRICS_ENABLED: "false",
-      },
+    const env = {
+      RELAY_SERVER_HOST: "127.0.0.1",
+      RELAY_SERVER_PORT: `${port}`,
+      RELAY_METRICS_ENABLED: "false",
+    };
+    const message = `Cannot listen for WebSocket on 127.0.0.1:${port}: address already in use`;
+    const text = await runRelay(["-config-file", "/dev/null"], { env });
+    assert.equal(text.code, 1);
+    assert.match(text.stderr, startFailure(message));
+    const json = await runRelay(["-config-file", "/dev/null"], {
+      env: { ...env, RELAY_LOG_FORMAT: "json" },
     });
-    assert.equal(code, 1);
-    assert.match(
-      stderr,
-      new RegExp(
-        `^relay: Cannot listen for WebSocket on 127.0.0.1:${port}: address already in use\n$`,
-      ),
-    );
+    assert.equal(json.code, 1);
+    const lines = json.stderr.trim().split("\n").map((line) => JSON.parse(line));
+    assert.deepEqual(lines.map(({ level, message }) => ({ level, message })), [
+      { level: "fatal", message },
+    ]);
   } finally {
     listener.close();
   }
@@ -233,12 +253,15 @@ Deno.test("relay exits 1 with one line when TLS files are unreadable", async () 
   await withConfig(yaml, async (dir) => {
     const { code, stderr } = await runRelay(["-config-file", `${dir}/config.yaml`]);
     assert.equal(code, 1);
-    assert.match(
-      stderr,
-      /^relay: Cannot read TLS certificate file \/nonexistent\/cert.pem: No such file.*\n$/,
-    );
+    assert.match(stderr, / \[FTL\] relay·main: Cannot read TLS certificate file \/nonexistent\//);
+    assert.match(stderr, /^[^\n]*: No such file[^\n]*\n$/);
   });
 });
+
+/** Start-up's fatal log line as `-check` prints the same problem: `relay: <message>`. */
+function asCheckSays(startStderr: string): string {
+  return startStderr.replace(/^.* \[FTL\] relay·main: /, "relay: ");
+}
 
 Deno.test("relay -check fails as start-up does on an unreadable TLS or JWT key file", async () => {
   const tls = "server:\n  host: 127.0.0.1\n  port: 0\n  tls:\n    enabled: true\n" +
@@ -258,7 +281,8 @@ Deno.test("relay -check fails as start-up does on an unreadable TLS or JWT key f
       assert.equal(check.code, 1);
       assert.equal(check.stdout, "");
       assert.match(check.stderr, message);
-      assert.deepEqual(check, { ...start, stdout: "" }, "the same code and message as start-up");
+      assert.equal(check.code, start.code, "the same code as start-up");
+      assert.equal(check.stderr, asCheckSays(start.stderr), "the same message as start-up");
     });
   }
   await withConfig(`${LOOPBACK}auth:\n  mode: jwt\n  jwt:\n    algorithm: ES256\n`, async (dir) => {
@@ -271,7 +295,7 @@ Deno.test("relay -check fails as start-up does on an unreadable TLS or JWT key f
       check.stderr,
       new RegExp(`^relay: Cannot use JWT public key file ${dir}/jwt.pem for ES256: `),
     );
-    assert.equal(check.stderr, (await runRelay(config, { env })).stderr);
+    assert.equal(check.stderr, asCheckSays((await runRelay(config, { env })).stderr));
 
     await Deno.writeTextFile(
       `${dir}/jwt.pem`,

@@ -21,6 +21,13 @@ export interface StartOptions {
    * the relay alike, as a Ctrl-C does.
    */
   task?: boolean;
+  /**
+   * Start it with this soft and hard limit on open file descriptors
+   * (`ulimit -n`), as a unit's `LimitNOFILE` does.
+   */
+  nofile?: number;
+  /** Pipe stdout (read it from `child.stdout`) rather than discard it; not with `task`. */
+  stdout?: "piped" | "null";
 }
 
 /** What a finished run printed and returned. */
@@ -161,7 +168,7 @@ export class RelayProcess extends WatchedProcess {
         // setsid: the task runner leads a new process group, as a shell job does.
         detached: true,
       }).spawn()
-      : command(args, { ...options, stdout: "null", stderr: "piped" }).spawn();
+      : command(args, { ...options, stdout: options.stdout ?? "null", stderr: "piped" }).spawn();
     const relay = new RelayProcess("relay", child, task);
     const match = await relay.waitFor(/listening on (wss?:\/\/[^\s"]+\/)/);
     // Logged once main.ts handles SIGINT and SIGTERM: a signal sent earlier would kill it outright.
@@ -177,11 +184,17 @@ function command(
     env?: Record<string, string>;
     stdout?: "piped" | "null";
     stderr?: "piped" | "null";
+    nofile?: number;
   },
 ): Deno.Command {
-  const { cwd, env = {}, stdout = "piped", stderr = "piped" } = options;
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...RELAY_RUNTIME_FLAGS, MAIN, ...args],
+  const { cwd, env = {}, stdout = "piped", stderr = "piped", nofile } = options;
+  const deno = [Deno.execPath(), "run", ...RELAY_RUNTIME_FLAGS, MAIN, ...args];
+  // The shell sets the limit and becomes the relay (exec), so signals reach the relay itself.
+  const [program, ...programArgs] = nofile === undefined
+    ? deno
+    : ["sh", "-c", 'ulimit -n "$0" && exec "$@"', String(nofile), ...deno];
+  return new Deno.Command(program, {
+    args: programArgs,
     cwd,
     env: { NO_COLOR: "1", ...env },
     stdin: "null",

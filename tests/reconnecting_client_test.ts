@@ -197,6 +197,44 @@ Deno.test("ReconnectingClient: unsubscribe stops a channel, errors reach onError
   assert.equal(app.client.state, "disconnected");
 });
 
+Deno.test("ReconnectingClient offers relay beside a token, so the relay answers with relay and never with the token", async () => {
+  const offers: (string | string[] | undefined)[] = [];
+  const Recording = class {
+    onclose?: () => void;
+    constructor(_url: string, protocols?: string | string[]) {
+      offers.push(protocols);
+    }
+    close() {}
+  } as unknown as typeof WebSocket;
+  for (
+    const options of [
+      {},
+      { token: "k1" },
+      { protocols: ["bearer.k1"] },
+      { protocols: ["chat.v2"], token: "k1" },
+    ]
+  ) {
+    new ReconnectingClient("ws://unused/", { ...options, WebSocket: Recording }).close();
+  }
+  assert.deepEqual(offers, [[], ["relay", "bearer.k1"], ["relay", "bearer.k1"], [
+    "chat.v2",
+    "bearer.k1",
+  ]]);
+
+  await using relay = await startTestRelay({
+    websocket: { protocol: "json" },
+    auth: { mode: "api_key", api_keys: ["k1"] },
+  });
+  for (const options of [{ token: "k1" }, { protocols: ["bearer.k1"] }]) {
+    const app = new Application(relay.url, options);
+    app.client.subscribe("news");
+    await app.answer(0);
+    await relay.hub.publish("news", 1);
+    await app.until(1);
+    app.client.close();
+  }
+});
+
 /** A WebSocket stand-in the test drives: it records what the client sends and delivers what the test says. */
 class ScriptedSocket {
   static last: ScriptedSocket | undefined;

@@ -2,13 +2,22 @@
  * Real `redis-server` processes for the broker tests and the fault suite, on
  * free loopback ports, without persistence: restartable on the same port
  * (an outage that loses every key), stoppable with SIGSTOP (a stall), and
- * driven with `redis-cli` (FLUSHALL, DEBUG SLEEP, CLIENT KILL).
+ * driven with `redis-cli` (FLUSHALL, DEBUG SLEEP, CLIENT KILL). Also relays
+ * joined to one, a wait for a relay's broker state, and a pattern subscriber
+ * whose messages can be awaited, to see what a relay publishes.
  *
  * @module
  */
+import { createClient } from "@redis/client";
 import type { Relay } from "../server.ts";
-import { commandWorks, type ConfigPatch, freePort, startTestRelay } from "./helpers.ts";
-import { bounded, within } from "./wait.ts";
+import {
+  bounded,
+  commandWorks,
+  type ConfigPatch,
+  freePort,
+  startTestRelay,
+  within,
+} from "./helpers.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
@@ -118,21 +127,74 @@ export class RedisServer implements AsyncDisposable {
   }
 }
 
-/** Resolves once the relay's broker is `up` (or down), now or later. */
+/** Resolves once the relay's broker (or go-ws bridge) is `up` (or down), now or later. */
 export function brokerState(relay: Relay, up: boolean): PromiseLike<void> {
   if ((relay.hub.stats.broker?.up === 1) === up) return Promise.resolve();
-  return bounded(brokerEvent(relay, up), `the broker to be ${up ? "up" : "down"}`);
+  return bounded(
+    new Promise<void>((resolve) => {
+      const listener = (event: Event) => {
+        if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;
+        relay.hub.removeEventListener("broker", listener);
+        resolve();
+      };
+      relay.hub.addEventListener("broker", listener);
+    }),
+    `the broker to be ${up ? "up" : "down"}`,
+  );
 }
 
-function brokerEvent(relay: Relay, up: boolean): Promise<void> {
-  return new Promise((resolve) => {
-    const listener = (event: Event) => {
-      if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;
-      relay.hub.removeEventListener("broker", listener);
-      resolve();
-    };
-    relay.hub.addEventListener("broker", listener);
-  });
+/** One message a {@link RedisWatcher} saw. */
+export interface Published {
+  channel: string;
+  message: string;
+}
+
+/** A `PSUBSCRIBE` on a Redis whose messages are awaited in order, plus a client to `PUBLISH` with. */
+export class RedisWatcher implements AsyncDisposable {
+  readonly #subscriber;
+  readonly #publisher;
+  readonly #seen: Published[] = [];
+  #waiting: PromiseWithResolvers<Published> | undefined;
+
+  private constructor(url: string) {
+    this.#subscriber = createClient({ url });
+    this.#publisher = createClient({ url });
+  }
+
+  /** Connects to `redis` and subscribes to `pattern`; resolves once the subscription is in. */
+  static async start(redis: RedisServer, pattern: string): Promise<RedisWatcher> {
+    const watcher = new RedisWatcher(redis.url);
+    await Promise.all([watcher.#subscriber.connect(), watcher.#publisher.connect()]);
+    await watcher.#subscriber.pSubscribe(pattern, (message: string, channel: string) => {
+      const published = { channel, message };
+      if (watcher.#waiting) {
+        watcher.#waiting.resolve(published);
+        watcher.#waiting = undefined;
+      } else {
+        watcher.#seen.push(published);
+      }
+    });
+    return watcher;
+  }
+
+  /** The next message on a matching channel, in the order Redis delivered them. */
+  next(): Promise<Published> {
+    const seen = this.#seen.shift();
+    if (seen !== undefined) return Promise.resolve(seen);
+    this.#waiting = Promise.withResolvers();
+    return within(this.#waiting.promise, "the next message on Redis").finally(() => {
+      this.#waiting = undefined;
+    });
+  }
+
+  /** `PUBLISH channel message`; resolves with how many subscribers Redis handed it to. */
+  publish(channel: string, message: string): Promise<number> {
+    return this.#publisher.publish(channel, message);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Promise.allSettled([this.#subscriber.close(), this.#publisher.close()]);
+  }
 }
 
 /** Relays on one Redis, each connected to it; shut down when disposed. */

@@ -78,6 +78,7 @@ class FakeSocket extends Duplex {
 /** Records what the connection reports, and the order of `onGone` and `onClose`. */
 class Recorder implements ConnectionHandler {
   readonly log: string[] = [];
+  drains = 0;
   readonly messages: [string | ArrayBuffer, number][] = [];
   readonly causes: CloseCause[] = [];
   readonly #closed = Promise.withResolvers<CloseCause>();
@@ -89,6 +90,10 @@ class Recorder implements ConnectionHandler {
   onMessage(data: string | ArrayBuffer, bytes: number): void {
     this.log.push("message");
     this.messages.push([data, bytes]);
+  }
+
+  onDrain(): void {
+    this.drains++;
   }
 
   onClose(cause: CloseCause): void {
@@ -243,6 +248,47 @@ Deno.test("send() refuses a frame that would pass the hard limit, and queues not
   await nextTask();
   assert.equal(socket.frames().length, 2, "only the two frames that were accepted");
   assert.equal(connection.bufferedAmount, 0);
+  socket.destroy();
+  await handler.closed();
+});
+
+Deno.test("whenDrained() says whether the bytes held are at most half the budget, and onDrain follows the write that brings them there", async () => {
+  const message = text("z".repeat(300));
+  const frame = message.frame.length;
+  const { socket, connection, handler } = open({ sendBufferBytes: 2 * frame + 2 });
+  socket.holdWrites = true;
+  await nextTask();
+  socket.release();
+  await nextTask();
+  assert.equal(connection.whenDrained(), true, "nothing held");
+  connection.send(message);
+  assert.equal(connection.whenDrained(), true, "one frame: at most half the budget");
+  connection.send(message);
+  assert.equal(connection.whenDrained(), false, "two frames: over half");
+  assert.equal(connection.whenDrained(), false, "asking again asks for one onDrain");
+  await nextTask();
+  assert.equal(handler.drains, 0, "the write is in flight: nothing drained yet");
+  socket.release();
+  await nextTask();
+  assert.equal(handler.drains, 1);
+  assert.equal(connection.bufferedAmount, 0);
+  // Not asked: a completed write calls nothing.
+  connection.send(message);
+  connection.send(message);
+  await nextTask();
+  socket.release();
+  await nextTask();
+  assert.equal(handler.drains, 1);
+  // A connection that is closing says no, and never calls onDrain.
+  connection.send(message);
+  connection.send(message);
+  assert.equal(connection.whenDrained(), false);
+  connection.close(1000, "");
+  assert.equal(connection.whenDrained(), false);
+  await nextTask();
+  socket.release();
+  await nextTask();
+  assert.equal(handler.drains, 1);
   socket.destroy();
   await handler.closed();
 });

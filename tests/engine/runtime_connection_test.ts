@@ -1,9 +1,9 @@
 /**
  * Tests of {@link RuntimeConnection}, the `Connection` contract over Deno's
  * own WebSocket: through `createRelayHandler` on `Deno.serve` (messages
- * relayed, the size limit closing with 1009, the send budget with 1013, and
- * the cause reported for a client close, a vanished peer and an unanswered
- * ping), and directly for what the relay does not reach (a close before the
+ * relayed, the size limit closing with 1009, the send budget with 1013, a
+ * replay paced by the polled drain, and the cause reported for a client
+ * close, a vanished peer and an unanswered ping), and directly for what the relay does not reach (a close before the
  * handshake completes, `send` after a close).
  *
  * @module
@@ -13,7 +13,7 @@ import type { CloseCause, ConnectionHandler } from "../../engine/connection.ts";
 import { Outbound } from "../../engine/frame.ts";
 import { RuntimeConnection } from "../../engine/runtime_connection.ts";
 import type { ConfigPatch } from "../helpers.ts";
-import { nextEvent, TestClient, testConfig } from "../helpers.ts";
+import { ask, nextEvent, nextJson, TestClient, testConfig } from "../helpers.ts";
 import { Opcode, RawWebSocket } from "../raw_ws.ts";
 import { createRelayHandler } from "../../server.ts";
 import type { DisconnectReason } from "../../stats.ts";
@@ -96,6 +96,23 @@ Deno.test("a message that would pass send_buffer_max_bytes closes the runtime co
   await served.relay.hub.publish("", "z".repeat(1001));
   assert.equal((await within(client.closed, "the close", 5000)).code, 1013);
   assert.equal(await disconnected, "slow_consumer");
+});
+
+Deno.test("a replay far larger than the budget goes out as the runtime socket drains, in full", async () => {
+  await using served = await servedRelay({
+    websocket: { protocol: "json", send_buffer_bytes: 16_384 },
+  });
+  for (let n = 1; n <= 100; n++) {
+    await served.relay.hub.publish("big", { n, pad: "x".repeat(50_000) });
+  }
+  const client = await connect(served);
+  const reply = await ask(client, { type: "subscribe", channel: "big", since: 0 });
+  assert.equal(reply.recovered, true);
+  for (let seq = 1; seq <= 100; seq++) assert.equal((await nextJson(client)).seq, seq);
+  await served.relay.hub.publish("big", "live");
+  assert.equal((await nextJson(client)).data, "live");
+  assert.deepEqual(served.reasons, [], "nobody was evicted");
+  await client.close();
 });
 
 Deno.test("a peer that vanishes without a close frame is reported as an error", async () => {

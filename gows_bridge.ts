@@ -1,0 +1,273 @@
+/**
+ * go-ws's Redis scale-out (`go/redis.go`, `RedisBridge`) spoken by the relay
+ * (`broker.type: redis` with `websocket.protocol: go-ws`), so one Redis can
+ * join Go hubs and relays in any mix. Loaded only then; the relay's own bus
+ * (`broker.ts`) is not used.
+ *
+ * - A message this relay accepts (publish API, library, `GoWsHub`) goes to
+ *   its own clients from the hub and, after the hub's batch, to Redis once,
+ *   as go-ws's envelope `{"sourceId":"<this relay>","message":<Message>}` on
+ *   `<prefix>:channel:<name>`, or `<prefix>:broadcast` for one to every
+ *   client (`broker.go_ws_prefix`, default `ws` as go-ws's). The envelope
+ *   wraps the frame the hub encoded, so the message is encoded once.
+ * - It PSUBSCRIBEs `<prefix>:broadcast` and `<prefix>:channel:*` as go-ws
+ *   does, skips envelopes with its own `sourceId` (its clients had those
+ *   from the hub), and hands the rest to the hub once each: a channel's to
+ *   the channel's subscribers with `channel` set from the Redis channel's
+ *   name (go-ws's `PublishToChannel` leaves it out of the envelope), a
+ *   broadcast to every client, and a timestamp stamped when it has none
+ *   (go-ws's `stampServerMessageIfNeeded`). What a go-ws bridge drops is
+ *   dropped here too: not JSON, an envelope or message Go cannot decode, an
+ *   invalid `processId` or channel; and envelopes over
+ *   `websocket.max_message_bytes` (go-ws's own cap is 64 KiB).
+ * - While Redis is unreachable the relay serves its own clients; messages
+ *   for the others are counted as dropped (`websocket_broker_dropped_total`)
+ *   and the connection is retried with backoff, each change logged once, as
+ *   with the relay's own broker. go-ws keeps no history, and neither does
+ *   the bridge: nothing is replayed after an outage.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import type { Buffer } from "node:buffer";
+import type { EventEmitter } from "node:events";
+import { createClient } from "@redis/client";
+import type { Config } from "./config.ts";
+import { utf8Length } from "./engine/frame.ts";
+import {
+  decodeGoWsMessage,
+  encodeGoWsMessage,
+  goWsChannelProblem,
+  type GoWsMessage,
+  goWsNow,
+  isGoWsProcessId,
+} from "./gows.ts";
+import { Hub, type HubLink, type HubOptions, type RelayMessage } from "./hub.ts";
+import { BrokerStats } from "./stats.ts";
+
+const log = getLogger(["relay", "gows"]);
+
+/** Options for {@link GoWsBridge}. */
+export interface GoWsBridgeOptions {
+  /** `redis://` or `rediss://` URL. */
+  url: string;
+  /** go-ws's `RedisConfig.Prefix`: channels `<prefix>:broadcast` and `<prefix>:channel:<name>`. */
+  prefix: string;
+  /** Envelopes over this many bytes are dropped. */
+  maxEnvelopeBytes: number;
+  stats: BrokerStats;
+}
+
+/** The hub's link to go-ws hubs and other relays through go-ws's Redis channels. */
+export class GoWsBridge implements HubLink {
+  /** This hub's id among linked hubs (unused on Redis, where {@link sourceId} names it). */
+  readonly index: number = crypto.getRandomValues(new Uint32Array(1))[0];
+  /** This relay's `sourceId` in envelopes; random per run, as go-ws's `core.ID()` is. */
+  readonly sourceId: string = crypto.randomUUID();
+  readonly #options: GoWsBridgeOptions;
+  readonly #stats: BrokerStats;
+  readonly #broadcast: string;
+  readonly #channelPrefix: string;
+  /** `{"sourceId":"…","message":`, the part of every envelope that never changes. */
+  readonly #head: string;
+  readonly #publisher;
+  readonly #subscriber;
+  #hub: Hub | undefined;
+  #publisherReady = false;
+  #subscriberReady = false;
+  #subscribed = false;
+  #reported: "up" | "down" | undefined;
+  #closed = false;
+
+  constructor(options: GoWsBridgeOptions) {
+    this.#options = options;
+    this.#stats = options.stats;
+    this.#broadcast = `${options.prefix}:broadcast`;
+    this.#channelPrefix = `${options.prefix}:channel:`;
+    this.#head = `{"sourceId":${JSON.stringify(this.sourceId)},"message":`;
+    const clientOptions = {
+      url: options.url,
+      // A message for the others fails at once while Redis is away (counted
+      // as dropped) rather than reaching Go hubs' clients minutes late.
+      disableOfflineQueue: true,
+      socket: {
+        connectTimeout: 2000,
+        reconnectStrategy: (retries: number) =>
+          Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
+      },
+    };
+    this.#publisher = createClient(clientOptions);
+    this.#subscriber = createClient(clientOptions);
+    this.#watch(this.#publisher, (ready) => this.#publisherReady = ready);
+    // Ready once the pattern subscription is in (the client library restores it on reconnect).
+    this.#watch(this.#subscriber, (ready) => this.#subscriberReady = ready && this.#subscribed);
+  }
+
+  /** Whether messages can go to and come from the others right now. */
+  get up(): boolean {
+    return this.#publisherReady && this.#subscriberReady;
+  }
+
+  /** Joins `hub` to Redis; resolves at once, whether Redis is reachable or not. */
+  start(hub: Hub): void {
+    this.#hub = hub;
+    const failed = (error: Error) =>
+      this.#closed || log.error("go-ws bridge: {error}", { error: error.message });
+    this.#publisher.connect().catch(failed);
+    this.#subscriber.connect()
+      .then(() =>
+        this.#subscriber.pSubscribe(
+          [this.#broadcast, `${this.#channelPrefix}*`],
+          (message: Buffer, channel: Buffer) => this.#receive(message, channel.toString()),
+          true,
+        )
+      )
+      .then(() => {
+        this.#subscribed = this.#subscriberReady = true;
+        if (this.up) this.#report(true, "");
+      })
+      .catch(failed);
+  }
+
+  /** Publishes each message the hub accepted: one envelope, one Redis channel. */
+  forward(messages: RelayMessage[]): void {
+    for (const { room, data } of messages) {
+      // Only go-ws frames (text) make an envelope; a binary hub.broadcast stays local.
+      if (!this.up || typeof data !== "string") {
+        this.#stats.dropped++;
+        continue;
+      }
+      const channel = room === "" ? this.#broadcast : this.#channelPrefix + room;
+      const started = performance.now();
+      this.#publisher.publish(channel, `${this.#head}${data}}`).then(
+        () => {
+          this.#stats.published++;
+          this.#stats.observePublish((performance.now() - started) / 1000);
+        },
+        () => this.#stats.dropped++,
+      );
+    }
+  }
+
+  /** go-ws channels are not numbered: every hub delivers as it receives. */
+  sequencerFor(_channel: string): number | undefined {
+    return undefined;
+  }
+
+  /** Never called: with no sequencer there is nothing to send to one. */
+  sendTo(_target: number, _messages: RelayMessage[]): void {}
+
+  /** Disconnects from Redis. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
+  }
+
+  #receive(payload: Buffer, channel: string): void {
+    if (payload.length === 0 || payload.length > this.#options.maxEnvelopeBytes) return;
+    const envelope = decodeEnvelope(payload.toString());
+    // Loop prevention: our own clients had it from the hub.
+    if (envelope === undefined || envelope.sourceId === this.sourceId) return;
+    const { message } = envelope;
+    if (message.processId !== "" && !isGoWsProcessId(message.processId)) return;
+    let room: string;
+    if (channel === this.#broadcast) {
+      room = "";
+    } else if (channel.startsWith(this.#channelPrefix)) {
+      room = channel.slice(this.#channelPrefix.length);
+      if (goWsChannelProblem(room) !== undefined) return;
+      message.channel = room;
+    } else {
+      return;
+    }
+    const frame = encodeGoWsMessage({ ...message, timestamp: message.timestamp ?? goWsNow() });
+    this.#stats.received++;
+    this.#hub!.deliver([{ room, data: frame, bytes: utf8Length(frame) }]);
+  }
+
+  /** Tracks a connection's state, logging each change once rather than each failure. */
+  #watch(client: EventEmitter, set: (ready: boolean) => void): void {
+    client.on("ready", () => {
+      set(true);
+      if (this.up) this.#report(true, "");
+    });
+    const down = (why: string) => {
+      set(false);
+      if (!this.#closed) this.#report(false, why);
+    };
+    client.on("end", () => down("connection closed"));
+    client.on("error", (error: Error) => down(error.message || error.name));
+  }
+
+  #report(up: boolean, why: string): void {
+    const state = up ? "up" : "down";
+    if (this.#reported === state) return;
+    this.#reported = state;
+    this.#stats.up = up ? 1 : 0;
+    this.#hub?.dispatchEvent(new CustomEvent("broker", { detail: { up } }));
+    const url = this.#options.url;
+    if (up) {
+      log.info("go-ws bridge: connected to {url}, prefix {prefix}", {
+        url,
+        prefix: this.#options.prefix,
+      });
+    } else {
+      log.warning("go-ws bridge: {url} unreachable ({error}); serving local clients, retrying", {
+        url,
+        error: why,
+      });
+    }
+  }
+}
+
+/**
+ * go-ws's `redisEnvelope` as Go decodes it: `sourceId` a string, `message` a
+ * `Message` (see `decodeGoWsMessage`); `undefined` where Go fails.
+ */
+export function decodeEnvelope(
+  text: string,
+): { sourceId: string; message: GoWsMessage } | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  let sourceId = "";
+  let message = decodeGoWsMessage(null)!;
+  for (const [key, field] of Object.entries(value)) {
+    const name = key.toLowerCase();
+    if (field === null) continue;
+    if (name === "sourceid") {
+      if (typeof field !== "string") return undefined;
+      sourceId = field;
+    } else if (name === "message") {
+      const decoded = decodeGoWsMessage(field);
+      if (decoded === undefined) return undefined;
+      message = decoded;
+    }
+  }
+  return { sourceId, message };
+}
+
+/**
+ * A hub joined to go-ws's Redis channels as `config` asks, and its bridge
+ * (for `/readyz` and shutdown). History stays off: go-ws has none.
+ */
+export function startGoWsBridge(
+  config: Config,
+  options: HubOptions,
+): { hub: Hub; broker: GoWsBridge } {
+  const stats = new BrokerStats();
+  const broker = new GoWsBridge({
+    url: config.broker.url,
+    prefix: config.broker.go_ws_prefix,
+    maxEnvelopeBytes: config.websocket.max_message_bytes,
+    stats,
+  });
+  const hub = new Hub({ ...options, historySize: 0, link: broker });
+  hub.stats.broker = stats;
+  broker.start(hub);
+  return { hub, broker };
+}
