@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { ChannelPatterns } from "./auth.ts";
+import type { ChannelPatterns } from "./protocol.ts";
 import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./engine/connection.ts";
 import { Outbound, utf8Length } from "./engine/frame.ts";
 import { readGoWsFrame } from "./gows.ts";

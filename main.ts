@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { parseFlags, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
-import { RelayStartError, startRelay } from "./server.ts";
+import { RelayStartError, startRelay } from "./relay.ts";
 import { checkReport, checkStartupFiles, describeDeployment, startupWarnings } from "./startup.ts";
 import { VERSION } from "./version.ts";
 

@@ -25,14 +25,15 @@ export {
   type ReplayEventDetail,
 } from "./hub.ts";
 export { type Client, CloseCode } from "./client.ts";
-export { GoWsError, type GoWsFields, GoWsHub } from "./gows.ts";
+export { type GoWsFields, type GoWsMessageInput } from "./gows.ts";
+export { GoWsError, GoWsHub } from "./gows_hub.ts";
 export {
   createRelayHandler,
   type Relay,
   type RelayHandler,
   RelayStartError,
   startRelay,
-} from "./server.ts";
+} from "./relay.ts";
 export {
   type ChannelMessage,
   type ConnectionState,

@@ -11,6 +11,9 @@
  * `pong`, `error`; a `subscribed` with `recovered: false` also comes unasked
  * when a channel's numbering restarted under its subscribers (see hub.ts).
  *
+ * Also the vocabulary every protocol shares: channel names and the glob
+ * patterns (a token's `channels` claim) they are matched against.
+ *
  * @module
  */
 
@@ -187,4 +190,73 @@ export function encodeUnsubscribed(channel: string, id?: RequestId): string {
 /** Encodes a `pong` reply. */
 export function encodePong(id?: RequestId): string {
   return JSON.stringify({ type: "pong", id });
+}
+
+/**
+ * Glob patterns (`*` any run, `?` one character) a channel name must match
+ * one of. The patterns come from a token's `channels` claim, so whoever
+ * holds a token chooses them: they are matched by {@link globMatches}, whose
+ * time is bounded by the product of the lengths, never by a regular
+ * expression built from the claim (`*a*a*a*a*a*a*b` made V8's backtracking
+ * take seconds per frame).
+ */
+export class ChannelPatterns {
+  readonly #globs: readonly string[];
+
+  constructor(globs: readonly string[]) {
+    // An empty claim allows only "", as the regular expression it replaces
+    // did (an empty alternation); no channel name is empty, so: nothing.
+    this.#globs = globs.length === 0 ? [""] : [...globs];
+  }
+
+  /** Whether `channel` matches one of the patterns. */
+  allows(channel: string): boolean {
+    for (const glob of this.#globs) if (globMatches(glob, channel)) return true;
+    return false;
+  }
+}
+
+/**
+ * Whether all of `text` matches `glob`: `*` is any run of characters, `?`
+ * exactly one, anything else itself. Neither wildcard crosses a line
+ * terminator (`\n`, `\r`, U+2028, U+2029), which is what the `.` of the
+ * regular expressions this replaces did. Characters are UTF-16 code units.
+ *
+ * Two pointers; on a mismatch only the last `*` seen takes one more
+ * character and the rest of the glob is tried again from there. Letting an
+ * earlier `*` take more can never help (the part between it and the last
+ * `*` is fixed and would only start later), so the work is at most
+ * `text.length` retries of at most `glob.length` steps each.
+ */
+export function globMatches(glob: string, text: string): boolean {
+  let g = 0;
+  let t = 0;
+  /** Index in `glob` of the last `*` seen, -1 before any. */
+  let star = -1;
+  /** Where in `text` the run of that `*` ends so far. */
+  let starEnd = 0;
+  while (t < text.length) {
+    const p = g < glob.length ? glob.charCodeAt(g) : -1;
+    if (p === STAR) {
+      star = g++;
+      starEnd = t;
+    } else if (p === QUESTION ? !isLineTerminator(text.charCodeAt(t)) : p === text.charCodeAt(t)) {
+      g++;
+      t++;
+    } else if (star >= 0 && !isLineTerminator(text.charCodeAt(starEnd))) {
+      g = star + 1;
+      t = ++starEnd;
+    } else {
+      return false;
+    }
+  }
+  while (g < glob.length && glob.charCodeAt(g) === STAR) g++;
+  return g === glob.length;
+}
+
+const STAR = 0x2a;
+const QUESTION = 0x3f;
+
+function isLineTerminator(code: number): boolean {
+  return code === 0x0a || code === 0x0d || code === 0x2028 || code === 0x2029;
 }

@@ -10,7 +10,7 @@ import { getLogger } from "@logtape/logtape";
 import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
 import { Hub, type RelayMessage } from "./hub.ts";
 import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
-import { hubOptions, type Relay, serveRelay } from "./server.ts";
+import { hubOptions, type Relay, serveRelay } from "./relay.ts";
 
 let relay: Relay | undefined;
 

@@ -1,22 +1,12 @@
 /**
- * The network edge: the WebSocket port on `node:http` / `node:https` with
- * upgrades handed to the engine (`engine/`), metrics on a second `node:http` server,
- * routing (upgrade, `/healthz`, `/readyz`, the publish API, the example
- * page, the 426 hint), the checks made before an upgrade (origin, auth,
- * connection limit, shutdown), and the relay's lifecycle through
- * {@link startRelay} (or {@link createRelayHandler} for a program that
- * serves it itself). Fan-out is the hub's; Redis is the broker's.
+ * The network edge, handed its hub: routing (upgrade, `/healthz`,
+ * `/readyz`, the publish API, the example page, the 426 hint), the checks
+ * made before an upgrade (origin, auth, connection limit, shutdown),
+ * upgrades handed to the engine (`engine/`) or to Deno's runtime
+ * WebSocket, and the metrics listener. It builds no hub and knows no
+ * scale-out: `relay.ts` wires the hub, its link and this edge, and owns
+ * start and shutdown. Fan-out is the hub's; Redis is the broker's.
  *
- * @example
- * ```ts
- * import { DEFAULT_CONFIG } from "./config.ts";
- * import { startRelay } from "./server.ts";
- * const config = structuredClone(DEFAULT_CONFIG);
- * config.server.port = 0;
- * config.metrics.enabled = false;
- * await using relay = await startRelay(config);
- * console.log(relay.url); // ws://0.0.0.0:<port>/
- * ```
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -38,78 +28,19 @@ import {
   type NodeListener,
   remoteOf,
 } from "./node_server.ts";
-import { Hub, type HubOptions } from "./hub.ts";
+import type { Hub } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH, type Unavailable } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
-import { BrokerStats, type RejectReason, type RelayStats } from "./stats.ts";
-import type { RedisBroker } from "./broker.ts";
-import { VERSION } from "./version.ts";
-import { readTlsFiles } from "./startup.ts";
-import { plural } from "./log.ts";
+import type { RejectReason, RelayStats } from "./stats.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
 export class RelayStartError extends Error {
   override name = "RelayStartError";
 }
 
-/** A running relay, as {@link startRelay} returns it. */
-export interface Relay extends AsyncDisposable {
-  /** The hub, for publishing from the embedding program and for events. */
-  readonly hub: Hub;
-  /** Where WebSocket clients connect (the bound port, even when 0 was asked for). */
-  readonly addr: Deno.NetAddr;
-  /** `ws://` or `wss://` URL of {@link addr}. */
-  readonly url: string;
-  /** Where `/metrics` is served, or `undefined` when metrics are off. */
-  readonly metricsAddr: Deno.NetAddr | undefined;
-  /**
-   * Stops accepting upgrades (`/readyz` answers 503), closes every client
-   * with 1001, waits for them up to `server.shutdown_timeout`, then stops
-   * listening. Safe to call twice; both calls get the same promise.
-   */
-  shutdown(): Promise<void>;
-  /** Resolves when the relay has shut down. */
-  readonly finished: Promise<void>;
-}
-
 const log = getLogger(["relay", "server"]);
 
-/**
- * Starts a relay as `config` describes; throws {@link RelayStartError} when
- * it cannot. With `server.workers` above 1 the relay runs in that many
- * workers sharing the port (see `cluster.ts`), and the returned `hub` is a
- * publisher into all of them that has no clients of its own.
- */
-export async function startRelay(config: Config): Promise<Relay> {
-  if (config.server.workers > 1) {
-    // Loaded only when asked for, so a single-worker relay runs none of it.
-    const { startCluster } = await import("./cluster.ts");
-    return await startCluster(config);
-  }
-  return await serveRelay(config);
-}
-
-/**
- * The hub options `config` asks for. Each worker of a cluster keeps a
- * replica of every channel's history, so each holds its share of the
- * process-wide history cap.
- */
-export function hubOptions(config: Config): HubOptions {
-  const { websocket, channels, server } = config;
-  return {
-    echo: websocket.echo,
-    protocol: websocket.protocol,
-    historySize: channels.history_size,
-    historyTtlMs: durationMs(channels.history_ttl),
-    historyMaxBytes: channels.history_max_bytes,
-    maxHistoryBytesTotal: Math.floor(channels.max_history_bytes_total / server.workers),
-    maxReplayBytes: channels.max_replay_bytes,
-    replaySlackBytes: websocket.send_buffer_max_bytes || 4 * websocket.send_buffer_bytes,
-    maxChannelsPerConnection: websocket.max_channels_per_connection,
-  };
-}
-
-/** Options for {@link createRelayHandler}. */
+/** Options for `createRelayHandler`. */
 export interface HandlerOptions {
   /** The hub to serve; a worker passes one linked to its peers. */
   hub?: Hub;
@@ -120,7 +51,7 @@ export interface HandlerOptions {
   connectionCount?: Int32Array;
   /**
    * The listener counts every TCP connection in `connectionCount` from
-   * accept to close (as {@link serveRelay}'s does), so an upgrade takes no
+   * accept to close (as `serveRelay`'s does), so an upgrade takes no
    * slot of its own. Without it, upgrades are what is counted.
    * @default false
    */
@@ -156,23 +87,34 @@ export interface RelayHandler {
   drain(): Promise<number>;
 }
 
+/** What {@link createEdge} is handed: its hub, and whether the hub's link is down. */
+export interface EdgeOptions extends Omit<HandlerOptions, "hub"> {
+  /** The hub whose clients this edge serves. */
+  hub: Hub;
+  /**
+   * True while a required link (`broker.required`) cannot deliver to the
+   * other instances: `/readyz` and the publish API answer 503 then.
+   * @default () => false
+   */
+  linkDown?: () => boolean;
+}
+
 /**
- * Builds the relay's request handler and hub; {@link serveRelay} listens
- * with it. Throws {@link RelayStartError} when a file it needs (JWT key,
+ * Builds the edge of `hub`: its request handler, its upgrade handler and
+ * its drain. Throws {@link RelayStartError} when a file it needs (JWT key,
  * example page) cannot be read.
  */
-export async function createRelayHandler(
-  config: Config,
-  options: HandlerOptions = {},
-): Promise<RelayHandler> {
+export async function createEdge(config: Config, options: EdgeOptions): Promise<RelayHandler> {
   const { server: serverConfig, websocket } = config;
-  const { connectionCount = new Int32Array(1), countedAtAccept = false } = options;
+  const {
+    hub,
+    linkDown = () => false,
+    connectionCount = new Int32Array(1),
+    countedAtAccept = false,
+  } = options;
   const auth = await Authenticator.create(config.auth).catch((error) => {
-    throw new RelayStartError(error.message);
+    throw new RelayStartError(error.message, { cause: error });
   });
-  const { hub, broker } = options.hub
-    ? { hub: options.hub, broker: undefined }
-    : await newHub(config);
   const stats = hub.stats;
   let draining = false;
   // Whether the relay would deliver what it accepted now: /readyz and the publish API ask alike.
@@ -181,7 +123,7 @@ export async function createRelayHandler(
   );
   const unavailable = (): Unavailable | undefined => {
     if (draining) return { reason: "shutting down", retryAfterSeconds: 1 };
-    if (config.broker.required && broker?.up === false) {
+    if (config.broker.required && linkDown()) {
       return { reason: "broker unreachable", retryAfterSeconds: brokerRetrySeconds };
     }
     return undefined;
@@ -344,7 +286,6 @@ export async function createRelayHandler(
       allClosed = Promise.withResolvers();
       await within(allClosed.promise, shutdownTimeoutMs);
     }
-    await broker?.close();
     return connections.size;
   };
   return {
@@ -353,152 +294,6 @@ export async function createRelayHandler(
     handleUpgrade: (request, socket, head) => void handleUpgrade(request, socket, head),
     drain,
   };
-}
-
-/** How one isolate's relay fits into a cluster; {@link startRelay} needs none of it. */
-export interface ServeOptions extends HandlerOptions {
-  /** Share the port with other listeners (`SO_REUSEPORT`). @default false */
-  reusePort?: boolean;
-  /** Log listening and shutting down; a cluster logs them once for all workers. @default true */
-  logLifecycle?: boolean;
-}
-
-/** Serves a relay in this isolate: the WebSocket port, and metrics unless turned off. */
-export async function serveRelay(config: Config, options: ServeOptions = {}): Promise<Relay> {
-  const { server: serverConfig, metrics } = config;
-  const { reusePort = serverConfig.reuse_port, logLifecycle = true } = options;
-  const tls = await readTlsFiles(serverConfig.tls).catch((error) => {
-    throw new RelayStartError(error.message);
-  });
-  const { connectionCount = new Int32Array(1) } = options;
-  const { hub, handler, handleUpgrade, drain } = await createRelayHandler(config, {
-    ...options,
-    connectionCount,
-    countedAtAccept: true,
-  });
-  const stats = hub.stats;
-
-  let wsServer;
-  try {
-    wsServer = await listenNode(
-      "WebSocket",
-      {
-        hostname: serverConfig.host,
-        port: serverConfig.port,
-        reusePort,
-        ...tls,
-        http: httpLimits(config),
-        connections: { count: connectionCount, max: serverConfig.max_connections },
-        stats,
-      },
-      handler,
-      handleUpgrade,
-    );
-  } catch (error) {
-    await hub.shutdown();
-    throw new RelayStartError((error as Error).message);
-  }
-
-  let metricsServer: NodeListener | undefined;
-  if (metrics.enabled) {
-    try {
-      // Sockets, not the hub's members: a drain's clients count until their sockets close.
-      metricsServer = await listenMetrics(
-        config,
-        () => ({ stats, connectedClients: stats.openSockets }),
-        stats,
-      );
-    } catch (error) {
-      await wsServer.close();
-      await hub.shutdown();
-      throw error;
-    }
-  }
-
-  const url = relayUrl(wsServer.addr, tls !== undefined);
-  if (logLifecycle) announceListening(url, metricsServer?.addr, metrics.path);
-
-  let stopping: Promise<void> | undefined;
-  const shutdown = () => {
-    stopping ??= (async () => {
-      if (logLifecycle) {
-        log.info("shutting down: closing {clients}", {
-          count: hub.size,
-          clients: plural(hub.size, "client"),
-        });
-      }
-      const stragglers = await drain();
-      if (stragglers > 0) {
-        log.warning("{clients} did not finish closing within {timeout}", {
-          count: stragglers,
-          clients: plural(stragglers, "client"),
-          timeout: serverConfig.shutdown_timeout,
-        });
-      }
-      await Promise.all([wsServer.close(), metricsServer?.close()]);
-      if (logLifecycle) log.info("shut down");
-    })();
-    return stopping;
-  };
-
-  const finished = Promise.all([wsServer.finished, metricsServer?.finished, hub.finished])
-    .then(() => {});
-  return {
-    hub,
-    addr: wsServer.addr,
-    url,
-    metricsAddr: metricsServer?.addr,
-    shutdown,
-    finished,
-    [Symbol.asyncDispose]: shutdown,
-  };
-}
-
-/**
- * The hub `config` asks for: on its own, or linked to the other instances
- * through Redis (the broker module is loaded only then).
- */
-async function newHub(
-  config: Config,
-): Promise<{ hub: Hub; broker?: Pick<RedisBroker, "up" | "close"> }> {
-  if (config.broker.type === "none") return { hub: new Hub(hubOptions(config)) };
-  if (config.websocket.protocol === "go-ws") {
-    // go-ws's RedisBridge format on go-ws's channels instead of the relay's bus.
-    const { startGoWsBridge } = await import("./gows_bridge.ts");
-    return startGoWsBridge(config, hubOptions(config));
-  }
-  const { RedisBroker } = await import("./broker.ts");
-  const options = hubOptions(config);
-  const stats = new BrokerStats();
-  const broker = new RedisBroker({
-    config: config.broker,
-    historySize: options.historySize!,
-    historyTtlMs: options.historyTtlMs!,
-    stats,
-  });
-  // History lives in Redis, where every instance can read it.
-  const hub = new Hub({ ...options, historySize: 0, link: broker });
-  hub.stats.broker = stats;
-  broker.start(hub);
-  return { hub, broker };
-}
-
-/** The `ws://` or `wss://` URL clients use for `addr`. */
-export function relayUrl(addr: Deno.NetAddr, tls: boolean): string {
-  return `${tls ? "wss" : "ws"}://${formatHost(addr.hostname)}:${addr.port}/`;
-}
-
-/** Logs where the relay listens: the line scripts and tests wait for. */
-export function announceListening(
-  url: string,
-  metricsAddr: Deno.NetAddr | undefined,
-  metricsPath: string,
-): void {
-  log.info("relay {version} listening on {url}", { version: VERSION, url });
-  if (metricsAddr) {
-    const { hostname, port } = metricsAddr;
-    log.info("metrics on {url}", { url: `http://${formatHost(hostname)}:${port}${metricsPath}` });
-  }
 }
 
 /** The deadlines and sizes `config` gives requests that are not upgraded. */

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { globMatches } from "../auth.ts";
+import { globMatches } from "../protocol.ts";
 
 /**
  * The matcher `ChannelPatterns` used before: one regular expression built

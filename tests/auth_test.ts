@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
 import { nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
-import type { Relay } from "../server.ts";
-import { RelayStartError } from "../server.ts";
+import type { Relay } from "../relay.ts";
+import { RelayStartError } from "../relay.ts";
 
 const SECRET = "test-secret-of-enough-length-for-hs256";
 

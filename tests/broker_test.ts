@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import { ask, CuttableProxy, freePort, httpBase, scrape, TestClient } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ask, nextEvent, nextJson, scrape, startTestRelay, TestClient } from "./helpers.ts";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 
 const JSON_MODE = { websocket: { protocol: "json" as const } };
 

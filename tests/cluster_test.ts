@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Relay, RelayStartError, startRelay } from "../server.ts";
+import { type Relay, RelayStartError, startRelay } from "../relay.ts";
 import {
   freePort,
   type Samples,

@@ -16,7 +16,7 @@
  */
 import assert from "node:assert/strict";
 import type { Config } from "../config.ts";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import { connectRaw, nextEvent, scrape, startTestRelay, TestClient, within } from "./helpers.ts";
 import {
   acceptFor,

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { createRelayHandler } from "../server.ts";
+import { createRelayHandler } from "../relay.ts";
 import { TestClient, testConfig } from "./helpers.ts";
 
 Deno.test("createRelayHandler() mounts the relay on the embedding program's own Deno.serve", async () => {

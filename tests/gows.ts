@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { isRfc3339 } from "../gows.ts";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import { type ConfigPatch, httpBase, startTestRelay, TestClient } from "./helpers.ts";
 
 /** The publish key of {@link startGoWsRelay}'s relays. */

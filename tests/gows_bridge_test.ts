@@ -9,8 +9,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { GoWsHub } from "../gows.ts";
-import type { Relay } from "../server.ts";
+import { GoWsHub } from "../gows_hub.ts";
+import type { Relay } from "../relay.ts";
 import { type ConfigPatch, freePort, httpBase, scrape, type TestClient } from "./helpers.ts";
 import {
   assertQuiet,

@@ -18,7 +18,7 @@ import {
   within,
 } from "./helpers.ts";
 import { RawWebSocket } from "./raw_ws.ts";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 
 const encoder = new TextEncoder();
 

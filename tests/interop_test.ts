@@ -16,7 +16,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import WebSocket from "ws";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import { commandWorks, GO_ENV, selfSigned, startTestRelay, TestClient, within } from "./helpers.ts";
 
 /** A message as a client sends it: the payload of each frame, one for an unfragmented message. */

@@ -9,7 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import { ask, nextJson, scrape, startTestRelay, TestClient } from "./helpers.ts";
 
 /** Padding that makes a message frame about 1,900 bytes: five fit in 10,000, six do not. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import { VERSION } from "../version.ts";
 import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 import {

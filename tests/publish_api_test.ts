@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { connectRaw, httpBase, scrape, startTestRelay, TestClient } from "./helpers.ts";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 
 const KEY = "publish-key-1";
 

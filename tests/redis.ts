@@ -9,7 +9,7 @@
  * @module
  */
 import { createClient } from "@redis/client";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import {
   bounded,
   commandWorks,

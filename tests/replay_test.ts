@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import type { ReplayEventDetail } from "../hub.ts";
-import type { Relay } from "../server.ts";
+import type { Relay } from "../relay.ts";
 import {
   ask,
   connectRaw,

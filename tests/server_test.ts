@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RelayStartError, startRelay } from "../server.ts";
+import { RelayStartError, startRelay } from "../relay.ts";
 import {
   connectRaw,
   httpBase,

@@ -15,7 +15,7 @@ import { RuntimeConnection } from "../../engine/runtime_connection.ts";
 import type { ConfigPatch } from "../helpers.ts";
 import { ask, nextEvent, nextJson, TestClient, testConfig } from "../helpers.ts";
 import { Opcode, RawWebSocket } from "../raw_ws.ts";
-import { createRelayHandler } from "../../server.ts";
+import { createRelayHandler } from "../../relay.ts";
 import type { DisconnectReason } from "../../stats.ts";
 import { within } from "../wait.ts";
 
