@@ -11,7 +11,7 @@
  * @module
  */
 import type { ChannelPatterns } from "./protocol.ts";
-import type { CloseCause, Connection, ConnectionHandler, SendResult } from "./engine/connection.ts";
+import type { CloseCause, Connection, SendResult } from "./engine/connection.ts";
 import { Outbound, utf8Length } from "./engine/frame.ts";
 import { readGoWsFrame } from "./gows.ts";
 import {
@@ -81,7 +81,7 @@ export type { SendResult };
 let lastId = 0;
 
 /** One client, wired to its host through its connection's events. */
-export class Client implements ConnectionHandler {
+export class Client {
   /** Unique within this process. */
   readonly id: string = (++lastId).toString(36);
   /** The room this client belongs to in `raw` mode. */
@@ -105,6 +105,7 @@ export class Client implements ConnectionHandler {
   #open = false;
   readonly #onClosed: ((client: Client) => void) | undefined;
 
+  /** @ignore Made by the edge for each accepted connection. */
   constructor(connection: Connection, host: ClientHost, options: ClientOptions = {}) {
     const {
       room = "",
@@ -132,6 +133,7 @@ export class Client implements ConnectionHandler {
    * Queues `message` unless the connection is over its hard limit (the
    * caller then closes it as a slow consumer): the check comes first, so a
    * client that stops reading cannot grow the server without bound.
+   * @ignore The hub's, on its fan-out path.
    */
   send(message: Outbound): SendResult {
     if (!this.#open) return "closed";
@@ -161,19 +163,28 @@ export class Client implements ConnectionHandler {
     this.#connection.close(code, text, reason === "slow_consumer");
   }
 
-  /** @internal The connection opened: join the hub. */
+  /**
+   * @internal The connection opened: join the hub.
+   * @ignore Called by the connection or the hub, not by the relay's users.
+   */
   onOpen(): void {
     if (this.#closeReason !== undefined) return;
     this.#open = true;
     this.#host.register(this);
   }
 
-  /** @internal The socket drained: the host may send more. */
+  /**
+   * @internal The socket drained: the host may send more.
+   * @ignore Called by the connection or the hub, not by the relay's users.
+   */
   onDrain(): void {
     if (this.#open) this.#host.drained(this);
   }
 
-  /** @internal The connection is gone. */
+  /**
+   * @internal The connection is gone.
+   * @ignore Called by the connection or the hub, not by the relay's users.
+   */
   onClose(cause: CloseCause): void {
     this.#open = false;
     clearTimeout(this.#expiryTimer);
@@ -181,7 +192,10 @@ export class Client implements ConnectionHandler {
     this.#onClosed?.(this);
   }
 
-  /** Sends a reply of the channel protocol, under the same budget as any frame. */
+  /**
+   * Sends a reply of the channel protocol, under the same budget as any frame.
+   * @ignore Called by the connection or the hub, not by the relay's users.
+   */
   reply(reply: string | Outbound): void {
     const message = typeof reply === "string" ? new Outbound(reply, utf8Length(reply)) : reply;
     if (this.send(message) === "over_budget") {
@@ -202,7 +216,10 @@ export class Client implements ConnectionHandler {
     }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
   }
 
-  /** @internal A message from the peer. */
+  /**
+   * @internal A message from the peer.
+   * @ignore Called by the connection or the hub, not by the relay's users.
+   */
   onMessage(data: string | ArrayBuffer, bytes: number): void {
     if (this.#bucket !== undefined && !this.#bucket.take()) {
       if (!this.json) {

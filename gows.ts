@@ -49,7 +49,7 @@ export interface GoWsMessage {
 
 /** What a publish may set of a go-ws message besides its channel and data. */
 export interface GoWsFields {
-  /** @default "event" */
+  /** go-ws's message type. @default "event" */
   type?: string;
   /** For a `process:<id>` channel, `<id>` when absent. */
   processId?: string;

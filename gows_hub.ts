@@ -17,6 +17,7 @@ import type { Hub } from "./hub.ts";
 
 /** A go-ws call the relay refused, with go-ws's text (`SendToChannel: invalid channel name`). */
 export class GoWsError extends Error {
+  /** `"GoWsError"`. */
   override name = "GoWsError";
 }
 
@@ -40,6 +41,7 @@ export class GoWsError extends Error {
 export class GoWsHub {
   readonly #hub: Hub;
 
+  /** go-ws's calls on `hub`, which should be in `websocket.protocol: go-ws`. */
   constructor(hub: Hub) {
     this.#hub = hub;
   }

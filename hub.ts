@@ -45,7 +45,6 @@ import {
   encodeMessage,
   encodeSubscribed,
   encodeUnsubscribed,
-  type ProtocolErrorCode,
 } from "./protocol.ts";
 import {
   encodeGoWsLimitError,
@@ -101,7 +100,9 @@ export interface BroadcastOptions {
 
 /** `detail` of the hub's `replayed` event: a recovery's replay has all gone out. */
 export interface ReplayEventDetail {
+  /** Who recovered. */
   client: Client;
+  /** The channel recovered. */
   channel: string;
   /** History messages replayed. */
   messages: number;
@@ -111,6 +112,7 @@ export interface ReplayEventDetail {
 
 /** `detail` of the hub's `connect` and `disconnect` events. */
 export interface ClientEventDetail {
+  /** The client that came or went. */
   client: Client;
   /** Set on `disconnect`. */
   reason?: DisconnectReason;
@@ -122,8 +124,11 @@ export interface ClientEventDetail {
  * the payload's JSON text for the channel's sequencing hub to number.
  */
 export interface RelayMessage {
+  /** The room or channel it goes to. */
   room: string;
+  /** The frame's payload (or, with `request`, the publish's JSON text). */
   data: string | ArrayBuffer;
+  /** The payload's size in bytes. */
   bytes: number;
   /** The frame's seq in its channel (`json` mode). */
   seq?: number;
@@ -135,6 +140,7 @@ export interface RelayMessage {
   request?: boolean;
   /** The hub that accepted it and its sending client, skipped there when echo is off. */
   origin?: number;
+  /** The id of the client that sent it on the hub at `origin`. */
   sender?: string;
 }
 
@@ -165,13 +171,16 @@ export interface HubLink {
    * Where history lives outside this hub (a broker): the channel's state and
    * the entries after `since`, fetched asynchronously. Without it the hub
    * answers from its own {@link History}.
+   * @ignore The Redis broker's: its entries are frames of the relay's engine.
    */
   recover?(channel: string, since: number | undefined): Promise<Recovery>;
 }
 
 /** A channel's state as a broker keeps it, for a subscribe. */
 export interface Recovery {
+  /** The channel's last seq. */
   seq: number;
+  /** The numbering `seq` belongs to. */
   epoch: string;
   /** Entries after `since`, oldest first. */
   entries: HistoryEntry[];
@@ -266,6 +275,17 @@ interface Replay {
 
 const log = getLogger(["relay", "hub"]);
 
+let hostOf: (hub: Hub) => ClientHost;
+
+/**
+ * What `hub`'s clients call (register, frames, commands, drain): the edge
+ * hands it to each `Client` it makes. Not on the library surface, which
+ * has no use for it.
+ */
+export function clientHost(hub: Hub): ClientHost {
+  return hostOf(hub);
+}
+
 /**
  * Channels, clients and fan-out. Dispatches `connect` and `disconnect`
  * events (`CustomEvent<ClientEventDetail>`) as clients come and go,
@@ -273,10 +293,13 @@ const log = getLogger(["relay", "hub"]);
  * sending, and, with a broker, `broker` events (`CustomEvent<{ up: boolean }>`)
  * as it comes and goes.
  */
-export class Hub extends EventTarget implements ClientHost {
+export class Hub extends EventTarget {
+  static {
+    hostOf = (hub) => hub.#clientHost;
+  }
   /** The counters this hub adds to. */
   readonly stats: RelayStats = new RelayStats();
-  /** Resolves when {@link run} has returned after {@link shutdown}. */
+  /** Resolves when the hub's loop has stopped after {@link shutdown}. */
   readonly finished: Promise<void>;
   /** Identifies this run of the channels' histories. */
   readonly epoch: string;
@@ -296,6 +319,22 @@ export class Hub extends EventTarget implements ClientHost {
   /** Whether a broker numbers `json` channels (and keeps their history) for every instance. */
   readonly #brokered: boolean;
   readonly #clients = new Set<Client>();
+  /** What this hub's clients call; see {@link clientHost}. */
+  readonly #clientHost: ClientHost = {
+    register: (client) => this.#push({ kind: "register", client }),
+    // A client not registered is ignored.
+    unregister: (client, reason) => this.#push({ kind: "unregister", client, reason }),
+    receive: (client, data, bytes) => {
+      this.stats.bytesReceived += bytes;
+      this.#push({ kind: "broadcast", from: client, room: client.room, data, bytes });
+    },
+    command: (client, command, bytes) => {
+      this.stats.bytesReceived += bytes;
+      this.#push({ kind: "command", client, command });
+    },
+    refused: (code) => this.stats.refused[code]++,
+    drained: (client) => this.#push({ kind: "drained", client }),
+  };
   readonly #channels = new Map<string, Channel>();
   readonly #queue = new AsyncQueue<HubEvent>();
   readonly #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -310,6 +349,7 @@ export class Hub extends EventTarget implements ClientHost {
   #replayBytes = 0;
   #shuttingDown = false;
 
+  /** A hub with `options`; its loop starts at once and runs until {@link shutdown}. */
   constructor(options: HubOptions = {}) {
     super();
     const {
@@ -345,7 +385,7 @@ export class Hub extends EventTarget implements ClientHost {
       Deno.unrefTimer(sweeper);
       this.#sweeper = sweeper;
     }
-    this.finished = this.run();
+    this.finished = this.#run();
   }
 
   /** Clients registered right now. */
@@ -369,38 +409,6 @@ export class Hub extends EventTarget implements ClientHost {
     };
     this.addEventListener("disconnect", listener);
     return () => this.removeEventListener("disconnect", listener);
-  }
-
-  /** Queues `client` to join (its room, in `raw` mode). */
-  register(client: Client): void {
-    this.#push({ kind: "register", client });
-  }
-
-  /** Queues `client`'s removal, counted under `reason`. A client not registered is ignored. */
-  unregister(client: Client, reason: DisconnectReason): void {
-    this.#push({ kind: "unregister", client, reason });
-  }
-
-  /** Queues a `raw` frame that `client` sent, for everyone in its room. */
-  receive(client: Client, data: string | ArrayBuffer, bytes: number): void {
-    this.stats.bytesReceived += bytes;
-    this.#push({ kind: "broadcast", from: client, room: client.room, data, bytes });
-  }
-
-  /** Queues a `json` subscribe, unsubscribe or publish from `client`. */
-  command(client: Client, command: Exclude<Command, { type: "ping" }>, bytes: number): void {
-    this.stats.bytesReceived += bytes;
-    this.#push({ kind: "command", client, command });
-  }
-
-  /** Counts a frame refused with `code`. */
-  refused(code: ProtocolErrorCode): void {
-    this.stats.refused[code]++;
-  }
-
-  /** Queues the next part of `client`'s replays: its socket has drained. */
-  drained(client: Client): void {
-    this.#push({ kind: "drained", client });
   }
 
   /** Queues a frame for every client in a room, untouched, as if a client had sent it. */
@@ -487,8 +495,8 @@ export class Hub extends EventTarget implements ClientHost {
     return this.finished;
   }
 
-  /** The hub's loop: drains the queue in batches until {@link shutdown}. */
-  async run(): Promise<void> {
+  /** The hub's loop: drains the queue in batches until {@link shutdown}; its only consumer. */
+  async #run(): Promise<void> {
     for await (const batch of this.#queue) {
       for (const event of batch) this.#handle(event);
       this.#flush();
@@ -496,6 +504,7 @@ export class Hub extends EventTarget implements ClientHost {
     clearInterval(this.#sweeper);
   }
 
+  /** {@link shutdown}, for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown();
   }

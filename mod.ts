@@ -16,12 +16,25 @@
  * ```
  * @module
  */
-export { type Config, ConfigError, DEFAULT_CONFIG, loadConfig, parseConfig } from "./config.ts";
+export {
+  type Config,
+  ConfigError,
+  DEFAULT_CONFIG,
+  type EnvReport,
+  type IgnoredVariable,
+  loadConfig,
+  type LoadConfigOptions,
+  type LoadedConfig,
+  parseConfig,
+  type ParseConfigOptions,
+} from "./config.ts";
 export {
   type BroadcastOptions,
   type ClientEventDetail,
   Hub,
+  type HubLink,
   type HubOptions,
+  type RelayMessage,
   type ReplayEventDetail,
 } from "./hub.ts";
 export { type Client, CloseCode } from "./client.ts";
@@ -29,6 +42,7 @@ export { type GoWsFields, type GoWsMessageInput } from "./gows.ts";
 export { GoWsError, GoWsHub } from "./gows_hub.ts";
 export {
   createRelayHandler,
+  type HandlerOptions,
   type Relay,
   type RelayHandler,
   RelayStartError,
@@ -40,6 +54,20 @@ export {
   type Position,
   ReconnectingClient,
   type ReconnectingClientOptions,
+  type RelayError,
 } from "./reconnecting_client.ts";
-export { type DisconnectReason, RelayStats } from "./stats.ts";
+export type { Clock } from "./reconnecting_client.ts";
+export {
+  BrokerStats,
+  DISCONNECT_REASONS,
+  type DisconnectReason,
+  HISTORY_DROP_REASONS,
+  type HistoryDropReason,
+  HTTP_TIMEOUT_PHASES,
+  type HttpTimeoutPhase,
+  REJECT_REASONS,
+  type RejectReason,
+  RelayStats,
+} from "./stats.ts";
+export { PROTOCOL_ERRORS, type ProtocolErrorCode } from "./protocol.ts";
 export { VERSION } from "./version.ts";

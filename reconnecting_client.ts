@@ -42,8 +42,11 @@ export type ConnectionState = "disconnected" | "connecting" | "connected";
 
 /** A message published on a channel, as delivered. */
 export interface ChannelMessage {
+  /** The channel it was published on. */
   channel: string;
+  /** The published value, parsed from JSON. */
   data: unknown;
+  /** Its number in the channel's stream (within the current epoch). */
   seq: number;
   /** When the relay accepted it, ms since the epoch. */
   timestamp: number;
@@ -51,14 +54,19 @@ export interface ChannelMessage {
 
 /** An `error` envelope from the relay. */
 export interface RelayError {
+  /** Why the frame was refused (`bad_json`, `forbidden`, ...). */
   code: string;
+  /** A sentence for people. */
   message: string;
+  /** The `id` of the command it answers, when that had one. */
   id?: string | number;
 }
 
 /** Timers and randomness, injectable so tests need not sleep. */
 export interface Clock {
+  /** Calls `callback` after `ms` and returns a handle for {@link Clock.clearTimeout}. */
   setTimeout(callback: () => void, ms: number): unknown;
+  /** Cancels a timer {@link Clock.setTimeout} returned. */
   clearTimeout(handle: unknown): void;
   /** A number in [0, 1). */
   random(): number;
@@ -126,7 +134,7 @@ export interface ReconnectingClientOptions {
   onGiveUp?(): void;
   /** The WebSocket constructor to use. @default globalThis.WebSocket */
   WebSocket?: typeof WebSocket;
-  /** @default the global timers and Math.random */
+  /** Timers and randomness, for tests. @default the global timers and Math.random */
   clock?: Clock;
 }
 
@@ -136,7 +144,9 @@ export interface ReconnectingClientOptions {
  * the `epoch` it belongs to. A resubscribe asks for exactly what came after.
  */
 export interface Position {
+  /** The last `seq` handed to the application. */
   seq: number;
+  /** The numbering `seq` belongs to. */
   epoch: string;
 }
 
@@ -176,6 +186,7 @@ const GLOBAL_CLOCK: Clock = {
 
 /** A channel-protocol client that reconnects and recovers; see the module doc. */
 export class ReconnectingClient {
+  /** The relay's URL, as given. */
   readonly url: string;
   readonly #options: ReconnectingClientOptions;
   readonly #protocols: string[];
@@ -194,6 +205,7 @@ export class ReconnectingClient {
   #heard = false;
   #closed = false;
 
+  /** Connects to `url` at once, and again whenever the connection is lost. */
   constructor(url: string, options: ReconnectingClientOptions = {}) {
     this.url = url;
     this.#options = options;

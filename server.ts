@@ -28,13 +28,14 @@ import {
   type NodeListener,
   remoteOf,
 } from "./node_server.ts";
-import type { Hub } from "./hub.ts";
+import { clientHost, type Hub } from "./hub.ts";
 import { createPublishHandler, PUBLISH_PATH, type Unavailable } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
 import type { RejectReason, RelayStats } from "./stats.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
 export class RelayStartError extends Error {
+  /** `"RelayStartError"`. */
   override name = "RelayStartError";
 }
 
@@ -116,6 +117,7 @@ export async function createEdge(config: Config, options: EdgeOptions): Promise<
     throw new RelayStartError(error.message, { cause: error });
   });
   const stats = hub.stats;
+  const host = clientHost(hub);
   let draining = false;
   // Whether the relay would deliver what it accepted now: /readyz and the publish API ask alike.
   const brokerRetrySeconds = Math.ceil(
@@ -210,7 +212,7 @@ export async function createEdge(config: Config, options: EdgeOptions): Promise<
 
   const serveClient = (connection: Connection, admitted: Admission & { ok: true }) => {
     const { grant, room, remote } = admitted;
-    const client = new Client(connection, hub, {
+    const client = new Client(connection, host, {
       ...clientOptions,
       room,
       remoteAddress: remote,

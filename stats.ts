@@ -157,6 +157,7 @@ export class BrokerStats {
   readonly publishBuckets: number[] = PUBLISH_SECONDS_BUCKETS.map(() => 0);
   /** Publishes slower than the last bucket. */
   publishOverflow = 0;
+  /** Seconds all publishes took, summed. */
   publishSecondsSum = 0;
 
   /** Counts one publish that took `seconds`. */

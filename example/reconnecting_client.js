@@ -16,6 +16,7 @@ var GLOBAL_CLOCK = {
   random: () => Math.random()
 };
 var ReconnectingClient = class {
+  /** The relay's URL, as given. */
   url;
   #options;
   #protocols;
@@ -33,6 +34,7 @@ var ReconnectingClient = class {
   /** Whether anything arrived since the silence check was last armed. */
   #heard = false;
   #closed = false;
+  /** Connects to `url` at once, and again whenever the connection is lost. */
   constructor(url, options = {}) {
     this.url = url;
     this.#options = options;

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { Client } from "../client.ts";
 import type { Connection, ConnectionHandler, SendResult } from "../engine/connection.ts";
 import type { Outbound } from "../engine/frame.ts";
-import { Hub, type HubOptions } from "../hub.ts";
+import { clientHost, Hub, type HubOptions } from "../hub.ts";
 import { encodeMessage } from "../protocol.ts";
 
 /** The bytes of the envelope of `data` as message `seq` of "big" in `epoch` (all ASCII here). */
@@ -79,7 +79,7 @@ async function setUp(options: HubOptions = {}, count = 20) {
   const hub = new Hub({ protocol: "json", ...options });
   for (let n = 1; n <= count; n++) await hub.publish("big", { n, pad: "x".repeat(1000) });
   const connection = new FakeConnection();
-  new Client(connection, hub, { protocol: "json" });
+  new Client(connection, clientHost(hub), { protocol: "json" });
   return { hub, connection };
 }
 
@@ -156,7 +156,7 @@ Deno.test("Hub: replays in flight together stay under maxHistoryBytesTotal; the 
   // 20 messages of about 1,100 bytes: one replay of all of them fits, two do not.
   const { hub, connection } = await setUp({ maxHistoryBytesTotal: 40_000 });
   const second = new FakeConnection();
-  new Client(second, hub, { protocol: "json" });
+  new Client(second, clientHost(hub), { protocol: "json" });
   connection.room = 0;
   connection.command({ type: "subscribe", channel: "big", since: 0 });
   await settled(hub);
