@@ -80,13 +80,16 @@ export class Authenticator {
     try {
       pem = await Deno.readTextFile(file);
     } catch (error) {
-      throw new Error(`Cannot read JWT public key file ${file}: ${(error as Error).message}`);
+      throw new Error(`Cannot read JWT public key file ${file}: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     try {
       return new Authenticator(config, await importSPKI(pem, algorithm));
     } catch (error) {
       throw new Error(
         `Cannot use JWT public key file ${file} for ${algorithm}: ${(error as Error).message}`,
+        { cause: error },
       );
     }
   }

@@ -91,7 +91,9 @@ export function parseFlags(args: string[]): Flags {
       options: { "config-file": { type: "string" } },
     });
   } catch (error) {
-    throw new TypeError(`Bad flags: ${(error as Error).message.split("\n")[0]}`);
+    throw new TypeError(`Bad flags: ${(error as Error).message.split("\n")[0]}`, {
+      cause: error,
+    });
   }
   return { configFile: parsed.values["config-file"], ...booleans };
 }

@@ -73,6 +73,20 @@ export const CloseCode = {
   TOKEN_EXPIRED: 4001,
 } as const;
 
+/**
+ * The closes the relay starts, each reason paired once with its close code
+ * and the text the close frame carries (at most 123 bytes).
+ */
+export const SERVER_CLOSES = {
+  slow_consumer: { code: CloseCode.TRY_AGAIN_LATER, text: "send buffer full" },
+  shutdown: { code: CloseCode.GOING_AWAY, text: "server shutting down" },
+  rate_limited: { code: CloseCode.POLICY_VIOLATION, text: "rate limit exceeded" },
+  token_expired: { code: CloseCode.TOKEN_EXPIRED, text: "token expired" },
+} as const satisfies { [R in DisconnectReason]?: { code: number; text: string } };
+
+/** A reason the relay closes a client for; a key of {@link SERVER_CLOSES}. */
+export type ServerClose = keyof typeof SERVER_CLOSES;
+
 /** The longest delay a timer can take. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -151,15 +165,17 @@ export class Client {
   }
 
   /**
-   * Closes the connection on the server's initiative, remembering why so the
-   * close is counted under that reason. Safe to call more than once: the
-   * first reason wins. A slow consumer's unsent frames are dropped: it
-   * would never read them.
+   * Closes the connection on the server's initiative with the code and text
+   * {@link SERVER_CLOSES} pairs with `reason`, remembering it so the close
+   * is counted under that reason. Safe to call more than once: the first
+   * reason wins. A slow consumer's unsent frames are dropped: it would
+   * never read them.
    */
-  close(code: number, reason: DisconnectReason, text = ""): void {
+  close(reason: ServerClose): void {
     if (this.#closeReason !== undefined) return;
     this.#closeReason = reason;
     this.#open = false;
+    const { code, text } = SERVER_CLOSES[reason];
     this.#connection.close(code, text, reason === "slow_consumer");
   }
 
@@ -199,7 +215,7 @@ export class Client {
   reply(reply: string | Outbound): void {
     const message = typeof reply === "string" ? new Outbound(reply, utf8Length(reply)) : reply;
     if (this.send(message) === "over_budget") {
-      this.close(CloseCode.TRY_AGAIN_LATER, "slow_consumer", "send buffer full");
+      this.close("slow_consumer");
     }
   }
 
@@ -212,7 +228,7 @@ export class Client {
     const wait = expiresAt - Date.now();
     this.#expiryTimer = setTimeout(() => {
       if (wait > MAX_TIMER_MS) return this.#expireAt(expiresAt);
-      this.close(CloseCode.TOKEN_EXPIRED, "token_expired", "token expired");
+      this.close("token_expired");
     }, Math.min(Math.max(0, wait), MAX_TIMER_MS));
   }
 
@@ -223,7 +239,7 @@ export class Client {
   onMessage(data: string | ArrayBuffer, bytes: number): void {
     if (this.#bucket !== undefined && !this.#bucket.take()) {
       if (!this.json) {
-        this.close(CloseCode.POLICY_VIOLATION, "rate_limited", "rate limit exceeded");
+        this.close("rate_limited");
         return;
       }
       return this.#refuse({ type: "error", code: "rate_limited", message: "rate limit exceeded" });

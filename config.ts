@@ -365,6 +365,7 @@ export async function loadConfig(
     } else {
       throw new ConfigError(
         `Cannot load config: ${path}: ${(error as Error).message}`,
+        { cause: error },
       );
     }
   }

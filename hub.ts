@@ -36,7 +36,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type Client, type ClientHost, CloseCode } from "./client.ts";
+import type { Client, ClientHost } from "./client.ts";
 import { Outbound, utf8Length } from "./engine/frame.ts";
 import { History, type HistoryEntry, HistoryLedger } from "./history.ts";
 import {
@@ -1128,11 +1128,7 @@ export class Hub extends EventTarget {
   /** Removes a client now and closes its socket with the code for `reason`. */
   #close(client: Client, reason: "slow_consumer" | "shutdown"): void {
     this.#remove(client, reason);
-    if (reason === "slow_consumer") {
-      client.close(CloseCode.TRY_AGAIN_LATER, reason, "send buffer full");
-    } else {
-      client.close(CloseCode.GOING_AWAY, reason, "server shutting down");
-    }
+    client.close(reason);
   }
 }
 

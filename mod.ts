@@ -37,7 +37,7 @@ export {
   type RelayMessage,
   type ReplayEventDetail,
 } from "./hub.ts";
-export { type Client, CloseCode } from "./client.ts";
+export { type Client, CloseCode, SERVER_CLOSES, type ServerClose } from "./client.ts";
 export { type GoWsFields, type GoWsMessageInput } from "./gows.ts";
 export { GoWsError, GoWsHub } from "./gows_hub.ts";
 export {

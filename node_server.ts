@@ -122,7 +122,11 @@ export async function listenNode(
   await new Promise<void>((resolve, reject) => {
     const onError = (error: NodeJS.ErrnoException) => {
       const why = error.code === "EADDRINUSE" ? "address already in use" : error.message;
-      reject(new Error(`Cannot listen for ${what} on ${formatHost(hostname)}:${port}: ${why}`));
+      reject(
+        new Error(`Cannot listen for ${what} on ${formatHost(hostname)}:${port}: ${why}`, {
+          cause: error,
+        }),
+      );
     };
     server.once("error", onError);
     server.listen({ host: hostname, port, reusePort }, () => {

@@ -333,7 +333,7 @@ export async function listenMetrics(
       rejectUpgrade,
     );
   } catch (error) {
-    throw new RelayStartError((error as Error).message);
+    throw new RelayStartError((error as Error).message, { cause: error });
   }
 }
 
@@ -371,6 +371,7 @@ async function readExample(): Promise<
         `Cannot read the example page ${url.pathname} (server.serve_example): ${
           (error as Error).message
         }`,
+        { cause: error },
       );
     }
   }

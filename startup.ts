@@ -119,6 +119,8 @@ async function readTlsFile(what: string, path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (error) {
-    throw new Error(`Cannot read TLS ${what} file ${path}: ${(error as Error).message}`);
+    throw new Error(`Cannot read TLS ${what} file ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
