@@ -55,7 +55,9 @@ import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
 import { type Config, durationMs } from "./config.ts";
-import type { Hub, HubLink, Recovery, RelayMessage } from "./hub.ts";
+import type { Recovery } from "./channels.ts";
+import type { Hub, HubLink, RelayMessage } from "./hub.ts";
+import { replayComplete } from "./history.ts";
 import type { BrokerStats } from "./stats.ts";
 
 const log = getLogger(["relay", "broker"]);
@@ -339,9 +341,7 @@ export class RedisBroker implements HubLink {
       time: Number(fields[fields.indexOf("t") + 1]),
       frame: fields[fields.indexOf("f") + 1],
     })).filter((entry) => entry.time >= oldest);
-    const wanted = (since ?? seq) + 1;
-    const complete = since !== undefined && since <= seq &&
-      (wanted > seq || entries[0]?.seq === wanted);
+    const complete = since !== undefined && replayComplete(since, seq, entries);
     return { seq, epoch, entries, complete };
   }
 

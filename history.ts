@@ -232,10 +232,7 @@ export class History {
         bytes += this.#sizes[at];
       }
     }
-    const firstWanted = seq + 1;
-    const complete = seq <= lastSeq &&
-      (firstWanted > lastSeq || (entries.length > 0 && entries[0].seq === firstWanted));
-    return { entries, complete, bytes };
+    return { entries, complete: replayComplete(seq, lastSeq, entries), bytes };
   }
 
   /** @internal Whether the entry numbered `seq` is still kept (seqs only grow in a channel). */
@@ -278,4 +275,19 @@ export class History {
     this.#sizes = sizes;
     this.#start = 0;
   }
+}
+
+/**
+ * The completeness rule, the one every recovery answers by: `entries` (the
+ * kept messages after `since`, oldest first) are everything that came
+ * after `since` when `since` is not ahead of the channel's `lastSeq` and
+ * either nothing came after it or the oldest kept entry is the very next.
+ */
+export function replayComplete(
+  since: number,
+  lastSeq: number,
+  entries: readonly { seq: number }[],
+): boolean {
+  const firstWanted = since + 1;
+  return since <= lastSeq && (firstWanted > lastSeq || entries[0]?.seq === firstWanted);
 }

@@ -1,7 +1,7 @@
 /**
  * The hub: the only owner of channels and their clients. Register,
  * unregister, subscribe, publish and broadcast go through one ordered queue
- * drained by {@link Hub.run}, so a client registered (or subscribed) before
+ * drained by the hub's own loop, so a client registered (or subscribed) before
  * a message is queued receives it and one that is gone does not. Fan-out
  * hands the same `string | ArrayBuffer` to every socket; a client over its
  * send budget is closed with 1013 rather than allowed to hold the broadcast
@@ -19,7 +19,8 @@
  * within what replays in flight may hold together. The replay then goes out
  * as the client's socket drains, never all at once into its budget, and the
  * channel's live messages for that client wait behind it, so each seq
- * arrives once and in order.
+ * arrives once and in order. A channel's state, the gate and the answer to
+ * a subscribe are `channels.ts`'s; when and to whom is decided here.
  *
  * In `go-ws` mode (`gows.ts`) every client is in the room `""`, which is
  * what a go-ws broadcast reaches, and subscribes to channels on top, without
@@ -38,13 +39,28 @@
 import { getLogger } from "@logtape/logtape";
 import type { Client, ClientHost } from "./client.ts";
 import { Outbound, utf8Length } from "./engine/frame.ts";
-import { History, type HistoryEntry, HistoryLedger } from "./history.ts";
+import {
+  type Channel,
+  encoded,
+  gate,
+  historyState,
+  localState,
+  moveTo,
+  newChannel,
+  newReplay,
+  numberLocally,
+  type Recovery,
+  type Replay,
+  subscribeAnswer,
+} from "./channels.ts";
+import { type HistoryEntry, HistoryLedger } from "./history.ts";
 import {
   type Command,
   encodeError,
   encodeMessage,
   encodeSubscribed,
   encodeUnsubscribed,
+  type RequestId,
 } from "./protocol.ts";
 import {
   encodeGoWsLimitError,
@@ -176,18 +192,6 @@ export interface HubLink {
   recover?(channel: string, since: number | undefined): Promise<Recovery>;
 }
 
-/** A channel's state as a broker keeps it, for a subscribe. */
-export interface Recovery {
-  /** The channel's last seq. */
-  seq: number;
-  /** The numbering `seq` belongs to. */
-  epoch: string;
-  /** Entries after `since`, oldest first. */
-  entries: HistoryEntry[];
-  /** False when some messages after `since` are no longer kept (or the broker is down). */
-  complete: boolean;
-}
-
 type HubEvent =
   | { kind: "register"; client: Client }
   | { kind: "unregister"; client: Client; reason: DisconnectReason }
@@ -214,64 +218,6 @@ type HubEvent =
   | { kind: "caught-up"; name: string; recovery: Recovery }
   | { kind: "renumbered"; name: string; epoch: string; seq: number }
   | { kind: "shutdown"; done: () => void };
-
-/** A channel's members, and in `json` mode its sequence and history. */
-interface Channel {
-  readonly members: Set<Client>;
-  lastSeq: number;
-  /** When its last message was numbered, ms since the epoch (0: none yet). */
-  lastTime: number;
-  /**
-   * The numbering `lastSeq` belongs to: the hub's own epoch, the broker's
-   * (from the last message it delivered), or, with a broker that is down, a
-   * local epoch made for this outage; `""` before any of these is known.
-   */
-  epoch: string;
-  /** Whether this hub numbers the channel under `epoch` (always, without a broker). */
-  numbering: boolean;
-  /**
-   * The last few epochs the channel moved on from, newest last. Epochs only
-   * ever move forward, so a message of one of these is late (sent before a
-   * stall, numbered after) and would reach clients after newer ones.
-   */
-  readonly retired: string[];
-  readonly history: History | undefined;
-  /** Members whose replay (or broker answer) is in flight: their live messages wait in it. */
-  readonly pending: Map<Client, Replay>;
-  /** Members a recovery already sent everything up to this seq (the live stream may lag). */
-  readonly floors: Map<Client, number>;
-}
-
-/**
- * One subscribe's catch-up in flight: the history it promised, then the
- * channel's live messages that arrived meanwhile, sent as the client's
- * socket drains (see `#pump`). While it runs the channel's fan-out appends
- * this client's messages to it instead of sending them, so each seq goes
- * out once and in order.
- */
-interface Replay {
-  readonly client: Client;
-  readonly name: string;
-  readonly channel: Channel;
-  /** What is left to send, oldest first; a sent slot is cleared so its message can be freed. */
-  entries: (HistoryEntry | undefined)[];
-  /** Index of the next entry to send. */
-  next: number;
-  /** How many of `entries` are history; the rest are live messages held back. */
-  history: number;
-  /** Bytes of history not yet sent, charged to the replays in flight. */
-  historyBytes: number;
-  /** Bytes of held live messages not yet sent. */
-  heldBytes: number;
-  /** Live messages held back so far. */
-  held: number;
-  /** The highest seq among `entries`: a live message up to it is one the client gets anyway. */
-  lastSeq: number;
-  /** The numbering of `lastSeq` (a broker's answer may name another than the channel's). */
-  epoch: string | undefined;
-  /** The broker has not answered yet: nothing goes out. */
-  waiting: boolean;
-}
 
 const log = getLogger(["relay", "hub"]);
 
@@ -311,7 +257,8 @@ export class Hub extends EventTarget {
   readonly #historyMaxBytes: number;
   readonly #maxHistoryBytesTotal: number;
   readonly #maxReplayBytes: number;
-  readonly #replaySlackBytes: number;
+  /** How far a replay may fall behind the live stream: `maxReplayBytes` plus a connection's slack. */
+  readonly #maxBehindBytes: number;
   readonly #maxChannels: number;
   /** Every channel's history bytes, under `maxHistoryBytesTotal`. */
   readonly #ledger: HistoryLedger;
@@ -373,7 +320,7 @@ export class Hub extends EventTarget {
     this.#historyMaxBytes = historyMaxBytes;
     this.#maxHistoryBytesTotal = maxHistoryBytesTotal;
     this.#maxReplayBytes = maxReplayBytes;
-    this.#replaySlackBytes = replaySlackBytes;
+    this.#maxBehindBytes = maxReplayBytes + replaySlackBytes;
     this.#maxChannels = maxChannelsPerConnection;
     this.#ledger = new HistoryLedger({ maxBytes: maxHistoryBytesTotal, counts: this.stats });
     this.epoch = epoch;
@@ -622,24 +569,15 @@ export class Hub extends EventTarget {
       );
       return;
     }
-    if (since === undefined) {
-      return client.reply(
-        encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, id }),
-      );
-    }
-    channel.history?.expire(Date.now());
-    const found = channel.history?.since(since, channel.lastSeq) ??
-      { entries: [], complete: since === channel.lastSeq, bytes: 0 };
-    const recovered = found.complete && (epoch === undefined || epoch === this.epoch) &&
-      this.#affordable(found.bytes);
-    client.reply(
-      encodeSubscribed({ channel: name, seq: channel.lastSeq, epoch: this.epoch, recovered, id }),
-    );
-    if (!recovered || found.entries.length === 0) return;
+    const state = since === undefined
+      ? { seq: channel.lastSeq, epoch: this.epoch, entries: [], complete: false }
+      : historyState(channel, since, this.epoch);
+    const { entries, bytes } = this.#answer(client, name, id, state, since, epoch);
+    if (entries.length === 0) return;
     const replay = newReplay(client, name, channel);
-    replay.entries = found.entries;
-    replay.history = found.entries.length;
-    replay.historyBytes = found.bytes;
+    replay.entries = entries;
+    replay.history = entries.length;
+    replay.historyBytes = bytes;
     replay.lastSeq = channel.lastSeq;
     replay.waiting = false;
     channel.pending.set(client, replay);
@@ -672,22 +610,12 @@ export class Hub extends EventTarget {
     // Gone, unsubscribed, or subscribed again while the broker answered.
     if (channel.pending.get(client) !== replay) return;
     // Without the broker this hub vouches only for what it saw, under the epoch it saw it.
-    const state = recovery ?? this.#localState(channel, since, epoch);
+    const state = recovery ?? localState(channel, since, epoch);
     const waited = replay.entries as HistoryEntry[];
-    let entries: HistoryEntry[] = [];
-    let bytes = 0;
-    if (since === undefined) {
-      client.reply(encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, id }));
-    } else {
-      for (const entry of state.entries) bytes += encoded(entry).bytes;
-      const recovered = state.complete && (epoch === undefined || epoch === state.epoch) &&
-        this.#affordable(bytes);
-      client.reply(
-        encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, recovered, id }),
-      );
-      if (recovered) entries = state.entries;
-      else bytes = 0;
-    }
+    const answer = this.#answer(client, name, id, state, since, epoch);
+    // A copy: the held live messages are appended to it, and a broker's entries are its own.
+    const entries = [...answer.entries];
+    const bytes = answer.bytes;
     replay.history = entries.length;
     replay.historyBytes = bytes;
     // The broker's answer may already hold some of the live messages that waited.
@@ -754,7 +682,7 @@ export class Hub extends EventTarget {
     // Old news: a catch-up that read Redis before the channel moved on.
     if (channel === undefined || channel.epoch === epoch || channel.retired.includes(epoch)) return;
     channel.numbering = false;
-    this.#moveTo(channel, epoch, seq);
+    moveTo(channel, epoch, seq);
     const notice = encodeSubscribed({ channel: name, seq, epoch, recovered: false });
     for (const member of channel.members) {
       if (!channel.pending.has(member)) member.reply(notice);
@@ -762,37 +690,23 @@ export class Hub extends EventTarget {
   }
 
   /**
-   * A channel's state as this hub alone knows it (the broker is down or did
-   * not answer in time): the last seq it delivered under that seq's epoch.
-   * Recovered only within this hub's own local numbering, where it saw
-   * everything; a channel it knows nothing of starts a local numbering.
+   * Replies to a subscribe from the channel's `state`, by the one rule of
+   * {@link subscribeAnswer}, and returns what to replay.
    */
-  #localState(channel: Channel, since: number | undefined, epoch: string | undefined): Recovery {
-    if (channel.epoch === "") this.#numberLocally(channel);
-    const complete = channel.numbering && since === channel.lastSeq && epoch === channel.epoch;
-    return { seq: channel.lastSeq, epoch: channel.epoch, entries: [], complete };
-  }
-
-  /**
-   * Starts numbering `channel` here while the broker that numbers it is
-   * down: a new epoch, so no (epoch, seq) this hub hands out can name a
-   * message that another instance, or Redis, numbered too.
-   */
-  #numberLocally(channel: Channel): void {
-    this.#moveTo(channel, `local-${crypto.randomUUID().slice(0, 8)}`, 0);
-    channel.numbering = true;
-  }
-
-  /** Moves `channel` to another numbering, at `seq`; the one it leaves is retired. */
-  #moveTo(channel: Channel, epoch: string, seq: number): void {
-    if (channel.epoch !== epoch) {
-      if (channel.epoch !== "") channel.retired.push(channel.epoch);
-      if (channel.retired.length > 4) channel.retired.shift();
-      // Floors name seqs of the numbering they were set in.
-      channel.floors.clear();
-      channel.epoch = epoch;
-    }
-    channel.lastSeq = seq;
+  #answer(
+    client: Client,
+    name: string,
+    id: RequestId | undefined,
+    state: Recovery,
+    since: number | undefined,
+    epoch: string | undefined,
+  ): { entries: HistoryEntry[]; bytes: number } {
+    const answer = subscribeAnswer(state, since, epoch, (bytes) => this.#affordable(bytes));
+    const { recovered } = answer;
+    client.reply(
+      encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, recovered, id }),
+    );
+    return answer;
   }
 
   /**
@@ -912,7 +826,7 @@ export class Hub extends EventTarget {
       return 0;
     }
     const channel = this.#channel(name);
-    if (!channel.numbering) this.#numberLocally(channel);
+    if (!channel.numbering) numberLocally(channel);
     const seq = ++channel.lastSeq;
     const time = Date.now();
     channel.lastTime = time;
@@ -963,7 +877,7 @@ export class Hub extends EventTarget {
         if (epoch === channel.epoch && seq <= channel.lastSeq) return;
         channel.numbering = false;
       }
-      this.#moveTo(channel, epoch, seq);
+      moveTo(channel, epoch, seq);
       channel.lastTime = time!;
       const message = new Outbound(data, bytes);
       channel.history?.push({ seq, time: time!, frame: data as string, message }, bytes);
@@ -1000,7 +914,11 @@ export class Hub extends EventTarget {
     let delivered = 0;
     for (const target of channel.members) {
       if (target === skip) continue;
-      if (gated && this.#held(channel, target, seq, message)) continue;
+      if (gated) {
+        const verdict = gate(channel, target, seq, message, this.#maxBehindBytes);
+        if (verdict === "overrun") this.#close(target, "slow_consumer");
+        if (verdict !== "send") continue;
+      }
       const result = target.send(message);
       if (result === "sent") delivered++;
       else if (result === "over_budget") this.#close(target, "slow_consumer");
@@ -1011,56 +929,23 @@ export class Hub extends EventTarget {
     return delivered;
   }
 
-  /**
-   * Whether a replay holds this message back from `target` (appended to it,
-   * or already in it), or a finished one already sent it.
-   */
-  #held(channel: Channel, target: Client, seq: number, message: Outbound): boolean {
-    const replay = channel.pending.get(target);
-    if (replay !== undefined) {
-      if (seq > replay.lastSeq) {
-        replay.entries.push({ seq, time: 0, frame: message.data as string, message });
-        replay.lastSeq = seq;
-        replay.held++;
-        replay.heldBytes += message.bytes;
-        // Falling further behind than the replay started (plus a connection's
-        // own slack) is not catching up: the live stream outruns this reader.
-        if (
-          replay.historyBytes + replay.heldBytes > this.#maxReplayBytes + this.#replaySlackBytes
-        ) {
-          this.#close(target, "slow_consumer");
-        }
-      }
-      return true;
-    }
-    const floor = channel.floors.get(target);
-    if (floor === undefined) return false;
-    if (seq <= floor) return true;
-    channel.floors.delete(target);
-    return false;
-  }
-
   #channel(name: string): Channel {
     let channel = this.#channels.get(name);
     if (channel === undefined) {
       const history = this.#json && this.#historySize > 0
-        ? new History(this.#historySize, this.#historyTtlMs, {
+        ? {
+          size: this.#historySize,
+          ttlMs: this.#historyTtlMs,
           maxBytes: this.#historyMaxBytes,
           ledger: this.#ledger,
-        })
+        }
         : undefined;
       // Without a broker this hub numbers every channel it sequences, under its own epoch.
-      channel = {
-        members: new Set(),
-        lastSeq: 0,
-        lastTime: 0,
+      channel = newChannel({
         epoch: this.#brokered ? "" : this.epoch,
         numbering: !this.#brokered,
-        retired: [],
         history,
-        pending: new Map(),
-        floors: new Map(),
-      };
+      });
       this.#channels.set(name, channel);
     }
     return channel;
@@ -1130,27 +1015,4 @@ export class Hub extends EventTarget {
     this.#remove(client, reason);
     client.close(reason);
   }
-}
-
-/** A replay with nothing in it yet, waiting. */
-function newReplay(client: Client, name: string, channel: Channel): Replay {
-  return {
-    client,
-    name,
-    channel,
-    entries: [],
-    next: 0,
-    history: 0,
-    historyBytes: 0,
-    heldBytes: 0,
-    held: 0,
-    lastSeq: 0,
-    epoch: undefined,
-    waiting: true,
-  };
-}
-
-/** A history entry's frame, encoded once however many clients recover it. */
-function encoded(entry: HistoryEntry): Outbound {
-  return entry.message ??= new Outbound(entry.frame, utf8Length(entry.frame));
 }
