@@ -32,7 +32,7 @@
  *   commands connection answers and the bus subscription has been lost for
  *   less than `timeout`: a subscription killed for a moment costs local
  *   clients a short delay; once it is back the hub catches up from each
- *   channel's stream what went by meanwhile ({@link Hub.catchUp}).
+ *   channel's stream what went by meanwhile (`LinkHost.catchUp`).
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
  *   others (`websocket_broker_dropped_total`, which also counts, at each
@@ -56,7 +56,7 @@ import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
 import { type Config, durationMs } from "./config.ts";
 import type { Recovery } from "./channels.ts";
-import type { Hub, HubLink, RelayMessage } from "./hub.ts";
+import type { HubLink, LinkHost, RelayMessage } from "./hub.ts";
 import { replayComplete } from "./history.ts";
 import type { BrokerStats } from "./stats.ts";
 
@@ -168,7 +168,7 @@ export class RedisBroker implements HubLink {
   #health: ReturnType<typeof setInterval> | undefined;
   /** Rejects each call in flight that someone waits on, when the broker goes down. */
   readonly #waiting = new Set<(error: Error) => void>();
-  #hub: Hub | undefined;
+  #hub: LinkHost | undefined;
   /** Whether the bus subscription was ever made (the client library keeps it after that). */
   #subscribed = false;
   /** Both connections usable: `relay_broker_up`, `/readyz`. Set only through {@link #update}. */
@@ -248,7 +248,7 @@ export class RedisBroker implements HubLink {
    * Joins `hub` to the bus and starts connecting; resolves at once, whether
    * Redis is reachable or not (see the module doc for what happens then).
    */
-  start(hub: Hub): void {
+  start(hub: LinkHost): void {
     this.#hub = hub;
     this.#health = setInterval(() => this.#check(), this.#pingIntervalMs);
     Deno.unrefTimer(this.#health);
@@ -492,7 +492,7 @@ export class RedisBroker implements HubLink {
     if (this.#reported === state) return;
     this.#reported = state;
     this.#stats.up = up ? 1 : 0;
-    this.#hub?.dispatchEvent(new CustomEvent("broker", { detail: { up } }));
+    this.#hub?.linkState(up);
     const url = this.#options.config.url;
     if (up) {
       log.info("broker: connected to {url}", { url });

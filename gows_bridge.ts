@@ -42,7 +42,14 @@ import {
   goWsNow,
   isGoWsProcessId,
 } from "./gows.ts";
-import { Hub, type HubLink, type HubOptions, type RelayMessage } from "./hub.ts";
+import {
+  Hub,
+  type HubLink,
+  type HubOptions,
+  type LinkHost,
+  linkHost,
+  type RelayMessage,
+} from "./hub.ts";
 import { BrokerStats } from "./stats.ts";
 
 const log = getLogger(["relay", "gows"]);
@@ -72,7 +79,7 @@ export class GoWsBridge implements HubLink {
   readonly #head: string;
   readonly #publisher;
   readonly #subscriber;
-  #hub: Hub | undefined;
+  #hub: LinkHost | undefined;
   #publisherReady = false;
   #subscriberReady = false;
   #subscribed = false;
@@ -109,7 +116,7 @@ export class GoWsBridge implements HubLink {
   }
 
   /** Joins `hub` to Redis; resolves at once, whether Redis is reachable or not. */
-  start(hub: Hub): void {
+  start(hub: LinkHost): void {
     this.#hub = hub;
     const failed = (error: Error) =>
       this.#closed || log.error("go-ws bridge: {error}", { error: error.message });
@@ -204,7 +211,7 @@ export class GoWsBridge implements HubLink {
     if (this.#reported === state) return;
     this.#reported = state;
     this.#stats.up = up ? 1 : 0;
-    this.#hub?.dispatchEvent(new CustomEvent("broker", { detail: { up } }));
+    this.#hub?.linkState(up);
     const url = this.#options.url;
     if (up) {
       log.info("go-ws bridge: connected to {url}, prefix {prefix}", {
@@ -268,6 +275,6 @@ export function startGoWsBridge(
   });
   const hub = new Hub({ ...options, historySize: 0, link: broker });
   hub.stats.broker = stats;
-  broker.start(hub);
+  broker.start(linkHost(hub));
   return { hub, broker };
 }

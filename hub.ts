@@ -222,6 +222,38 @@ type HubEvent =
 const log = getLogger(["relay", "hub"]);
 
 let hostOf: (hub: Hub) => ClientHost;
+let linkOf: (hub: Hub) => LinkHost;
+
+/**
+ * What a link (the Redis broker, go-ws's bridge) calls on its hub: the
+ * narrow side of the link contract, so a link needs none of the hub.
+ */
+export interface LinkHost {
+  /** Queues messages another hub accepted, for this hub's clients; see {@link Hub.deliver}. */
+  deliver(messages: RelayMessage[]): void;
+  /**
+   * Fetches, for each `json` channel this hub delivers, what the link's
+   * history holds after the last message it delivered. The broker calls it
+   * when its bus subscription is back after a loss: a message published
+   * meanwhile then reaches clients now, not when the channel's next one
+   * reveals the gap (which, on a quiet channel, may be never).
+   */
+  catchUp(): void;
+  /**
+   * The broker says `channel`'s numbering is now `epoch`, at `seq`, and what
+   * came before under another epoch may be incomplete (another instance
+   * numbered messages on its own, or Redis lost its data). Subscribers hear
+   * it at once, as a `subscribed` with `recovered: false`.
+   */
+  renumbered(channel: string, epoch: string, seq: number): void;
+  /** The link came up or went down: the hub's `broker` event. */
+  linkState(up: boolean): void;
+}
+
+/** What `hub`'s link calls; `relay.ts` hands it to the broker it starts. */
+export function linkHost(hub: Hub): LinkHost {
+  return linkOf(hub);
+}
 
 /**
  * What `hub`'s clients call (register, frames, commands, drain): the edge
@@ -242,6 +274,7 @@ export function clientHost(hub: Hub): ClientHost {
 export class Hub extends EventTarget {
   static {
     hostOf = (hub) => hub.#clientHost;
+    linkOf = (hub) => hub.#linkHost;
   }
   /** The counters this hub adds to. */
   readonly stats: RelayStats = new RelayStats();
@@ -266,6 +299,13 @@ export class Hub extends EventTarget {
   /** Whether a broker numbers `json` channels (and keeps their history) for every instance. */
   readonly #brokered: boolean;
   readonly #clients = new Set<Client>();
+  /** What this hub's link calls; see {@link linkHost}. */
+  readonly #linkHost: LinkHost = {
+    deliver: (messages) => this.deliver(messages),
+    catchUp: () => this.#push({ kind: "catch-up" }),
+    renumbered: (name, epoch, seq) => this.#push({ kind: "renumbered", name, epoch, seq }),
+    linkState: (up) => this.dispatchEvent(new CustomEvent("broker", { detail: { up } })),
+  };
   /** What this hub's clients call; see {@link clientHost}. */
   readonly #clientHost: ClientHost = {
     register: (client) => this.#push({ kind: "register", client }),
@@ -407,27 +447,6 @@ export class Hub extends EventTarget {
    */
   deliver(messages: RelayMessage[]): void {
     this.#push({ kind: "remote", messages });
-  }
-
-  /**
-   * Fetches, for each `json` channel this hub delivers, what the link's
-   * history holds after the last message it delivered. The broker calls it
-   * when its bus subscription is back after a loss: a message published
-   * meanwhile then reaches clients now, not when the channel's next one
-   * reveals the gap (which, on a quiet channel, may be never).
-   */
-  catchUp(): void {
-    this.#push({ kind: "catch-up" });
-  }
-
-  /**
-   * The broker says `channel`'s numbering is now `epoch`, at `seq`, and what
-   * came before under another epoch may be incomplete (another instance
-   * numbered messages on its own, or Redis lost its data). Subscribers hear
-   * it at once, as a `subscribed` with `recovered: false`.
-   */
-  renumbered(channel: string, epoch: string, seq: number): void {
-    this.#push({ kind: "renumbered", name: channel, epoch, seq });
   }
 
   /**

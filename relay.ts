@@ -21,7 +21,7 @@ import { getLogger } from "@logtape/logtape";
 import type { RedisBroker } from "./broker.ts";
 import { meshLink, RelayWorker } from "./cluster.ts";
 import { type Config, durationMs } from "./config.ts";
-import { Hub, type HubOptions } from "./hub.ts";
+import { Hub, type HubOptions, linkHost } from "./hub.ts";
 import { plural } from "./log.ts";
 import type { MetricsSnapshot } from "./metrics.ts";
 import { formatHost, listenNode, type NodeListener } from "./node_server.ts";
@@ -253,7 +253,7 @@ async function newHub(
   // History lives in Redis, where every instance can read it.
   const hub = new Hub({ ...options, historySize: 0, link: broker });
   hub.stats.broker = stats;
-  broker.start(hub);
+  broker.start(linkHost(hub));
   return { hub, broker };
 }
 
