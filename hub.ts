@@ -54,6 +54,7 @@ import {
   subscribeAnswer,
 } from "./channels.ts";
 import { type HistoryEntry, HistoryLedger } from "./history.ts";
+import { ReplayPacer } from "./replays.ts";
 import {
   type Command,
   encodeError,
@@ -288,8 +289,6 @@ export class Hub extends EventTarget {
   readonly #historySize: number;
   readonly #historyTtlMs: number;
   readonly #historyMaxBytes: number;
-  readonly #maxHistoryBytesTotal: number;
-  readonly #maxReplayBytes: number;
   /** How far a replay may fall behind the live stream: `maxReplayBytes` plus a connection's slack. */
   readonly #maxBehindBytes: number;
   readonly #maxChannels: number;
@@ -330,10 +329,8 @@ export class Hub extends EventTarget {
   #transferable: ArrayBuffer[] = [];
   /** `json` publishes of the current batch for other sequencing hubs, by index. */
   #requests = new Map<number, RelayMessage[]>();
-  /** Each client's replays that are sending, in the order they started: one at a time. */
-  readonly #replays = new Map<Client, Replay[]>();
-  /** Bytes of history the replays in flight have yet to send. */
-  #replayBytes = 0;
+  /** The replays in flight, paced by their clients' sockets. */
+  readonly #pacer: ReplayPacer;
   #shuttingDown = false;
 
   /** A hub with `options`; its loop starts at once and runs until {@link shutdown}. */
@@ -358,8 +355,15 @@ export class Hub extends EventTarget {
     this.#historySize = historySize;
     this.#historyTtlMs = historyTtlMs;
     this.#historyMaxBytes = historyMaxBytes;
-    this.#maxHistoryBytesTotal = maxHistoryBytesTotal;
-    this.#maxReplayBytes = maxReplayBytes;
+    this.#pacer = new ReplayPacer({
+      maxReplayBytes,
+      maxHistoryBytesTotal,
+      onOverBudget: (client) => this.#close(client, "slow_consumer"),
+      onReplayed: ({ client, name, history, held }) => {
+        const detail: ReplayEventDetail = { client, channel: name, messages: history, held };
+        this.dispatchEvent(new CustomEvent("replayed", { detail }));
+      },
+    });
     this.#maxBehindBytes = maxReplayBytes + replaySlackBytes;
     this.#maxChannels = maxChannelsPerConnection;
     this.#ledger = new HistoryLedger({ maxBytes: maxHistoryBytesTotal, counts: this.stats });
@@ -499,7 +503,7 @@ export class Hub extends EventTarget {
       case "recovered":
         return this.#recovered(event.command, event.recovery, event.replay);
       case "drained":
-        return this.#pump(event.client);
+        return this.#pacer.pump(event.client);
       case "catch-up":
         return this.#catchUp();
       case "caught-up":
@@ -544,7 +548,7 @@ export class Hub extends EventTarget {
         const channel = this.#channels.get(command.channel);
         if (channel?.members.delete(client)) {
           client.channels.delete(command.channel);
-          this.#cancelReplay(channel, client);
+          this.#pacer.cancel(channel, client);
           channel.floors.delete(client);
           this.#dropIfUnused(command.channel, channel);
         }
@@ -573,7 +577,7 @@ export class Hub extends EventTarget {
     }
     const channel = this.#channel(name);
     // Subscribing again starts over: the new answer says what follows it.
-    this.#cancelReplay(channel, client);
+    this.#pacer.cancel(channel, client);
     channel.members.add(client);
     client.channels.add(name);
     const link = this.#link;
@@ -600,7 +604,7 @@ export class Hub extends EventTarget {
     replay.lastSeq = channel.lastSeq;
     replay.waiting = false;
     channel.pending.set(client, replay);
-    this.#startReplay(replay);
+    this.#pacer.start(replay);
   }
 
   /** A go-ws subscribe: silent, capped as go-ws caps it, with nothing to recover. */
@@ -654,7 +658,7 @@ export class Hub extends EventTarget {
     replay.lastSeq = last;
     replay.epoch = state.epoch;
     replay.waiting = false;
-    this.#startReplay(replay);
+    this.#pacer.start(replay);
   }
 
   #catchUp(): void {
@@ -720,101 +724,12 @@ export class Hub extends EventTarget {
     since: number | undefined,
     epoch: string | undefined,
   ): { entries: HistoryEntry[]; bytes: number } {
-    const answer = subscribeAnswer(state, since, epoch, (bytes) => this.#affordable(bytes));
+    const answer = subscribeAnswer(state, since, epoch, (bytes) => this.#pacer.affordable(bytes));
     const { recovered } = answer;
     client.reply(
       encodeSubscribed({ channel: name, seq: state.seq, epoch: state.epoch, recovered, id }),
     );
     return answer;
-  }
-
-  /**
-   * Whether a replay of `bytes` may be promised: no more than
-   * `maxReplayBytes`, and within what replays in flight may hold together
-   * (history dropped meanwhile stays in memory until its replay sends it).
-   */
-  #affordable(bytes: number): boolean {
-    if (bytes === 0) return true;
-    const cap = this.#maxHistoryBytesTotal;
-    return bytes <= this.#maxReplayBytes && (cap === 0 || this.#replayBytes + bytes <= cap);
-  }
-
-  /** Starts sending `replay` (after the client's other replays), or ends it if it is empty. */
-  #startReplay(replay: Replay): void {
-    if (replay.entries.length === 0) return this.#finishReplay(replay);
-    this.#replayBytes += replay.historyBytes;
-    const { client } = replay;
-    const queue = this.#replays.get(client);
-    if (queue !== undefined) return void queue.push(replay);
-    this.#replays.set(client, [replay]);
-    this.#pump(client);
-  }
-
-  /**
-   * Sends `client`'s replays while its socket has room, and stops when it
-   * has not: the drain it asked for brings the hub back here. A replay thus
-   * never fills the budget by itself, however large, and a client that
-   * reads normally is never evicted for it.
-   */
-  #pump(client: Client): void {
-    const queue = this.#replays.get(client);
-    if (queue === undefined) return;
-    while (queue.length > 0) {
-      const replay = queue[0];
-      const entries = replay.entries;
-      while (replay.next < entries.length) {
-        if (!client.whenDrained()) return;
-        const index = replay.next++;
-        const message = encoded(entries[index]!);
-        entries[index] = undefined;
-        if (index < replay.history) {
-          replay.historyBytes -= message.bytes;
-          this.#replayBytes -= message.bytes;
-        } else {
-          replay.heldBytes -= message.bytes;
-        }
-        const result = client.send(message);
-        if (result === "over_budget") return this.#close(client, "slow_consumer");
-        // Closing: its removal cancels the replay.
-        if (result === "closed") return;
-      }
-      queue.shift();
-      this.#finishReplay(replay);
-    }
-    this.#replays.delete(client);
-  }
-
-  /** The replay has all gone out: the client takes the channel's live messages again. */
-  #finishReplay(replay: Replay): void {
-    const { client, channel } = replay;
-    channel.pending.delete(client);
-    // A broker's answer can run ahead of the bus: the bus's copies up to here are duplicates.
-    // (A floor compares seqs, which only means something within one numbering.)
-    const sameNumbering = replay.epoch === undefined || replay.epoch === channel.epoch;
-    if (channel.lastSeq < replay.lastSeq && sameNumbering) {
-      channel.floors.set(client, replay.lastSeq);
-    }
-    if (replay.history + replay.held === 0) return;
-    const detail: ReplayEventDetail = {
-      client,
-      channel: replay.name,
-      messages: replay.history,
-      held: replay.held,
-    };
-    this.dispatchEvent(new CustomEvent("replayed", { detail }));
-  }
-
-  /** Drops `client`'s replay in `channel`, if one is in flight (unsubscribed, gone, or again). */
-  #cancelReplay(channel: Channel, client: Client): void {
-    const replay = channel.pending.get(client);
-    if (replay === undefined) return;
-    channel.pending.delete(client);
-    if (replay.waiting) return;
-    this.#replayBytes -= replay.historyBytes;
-    const queue = this.#replays.get(client);
-    if (queue === undefined) return;
-    queue.splice(queue.indexOf(replay), 1);
-    if (queue.length === 0) this.#replays.delete(client);
   }
 
   /**
@@ -1012,12 +927,12 @@ export class Hub extends EventTarget {
     for (const name of client.channels) {
       const channel = this.#channels.get(name)!;
       channel.members.delete(client);
-      this.#cancelReplay(channel, client);
+      this.#pacer.cancel(channel, client);
       channel.floors.delete(client);
       this.#dropIfUnused(name, channel);
     }
     client.channels.clear();
-    this.#replays.delete(client);
+    this.#pacer.forget(client);
     this.stats.disconnections[reason]++;
     log.debug("disconnect {id} from {remote} room={room} reason={reason} after {seconds}s", {
       id: client.id,
