@@ -5,7 +5,7 @@
  *
  * - `raw` frames are delivered to local clients at once by the hub; after
  *   each batch they go to Redis in one `PUBLISH` on one bus channel
- *   (`<prefix>bus`), tagged with this instance's id, and every other
+ *   (`<prefix>bus:2`), tagged with this instance's id, and every other
  *   instance delivers them to its clients. One bus for everything, rather
  *   than a Redis channel per room: one subscription, and one `PUBLISH` per
  *   batch whatever the number of rooms it touches.
@@ -16,11 +16,37 @@
  *   one included, delivers it from there, so a channel has one order
  *   everywhere. A subscribe reads the channel's `seq`, `epoch` and missed
  *   entries from Redis, so a client recovers on any instance.
+ * - The channel's `epoch` lives in Redis beside its `seq`, in one hash, and
+ *   is made by the same scripts that number: a hash without an epoch (a new
+ *   channel, or a Redis that lost its data) gets a new one with `seq` 0 and
+ *   an empty stream, so a numbering that restarts always has a new name.
+ * - A stalled Redis is a down Redis: every `broker.ping_interval` each
+ *   connection is sent a PING, and one unanswered for `broker.timeout`
+ *   marks the broker down, so it is down within `ping_interval + timeout`
+ *   of the stall, however it stalls (SIGSTOP, `DEBUG SLEEP`, a dead path).
+ *   A call anyone waits on (a subscribe's recovery) fails then too; a
+ *   publish already sent completes when Redis answers, or never. A
+ *   connection silent for ten timeouts is dropped and reconnected, so a
+ *   path that died without a FIN or RST does not keep it down for the
+ *   kernel's retransmission timeout. Redis keeps numbering while the
+ *   commands connection answers and the bus subscription has been lost for
+ *   less than `timeout`: a subscription killed for a moment costs local
+ *   clients a short delay; once it is back the hub catches up from each
+ *   channel's stream what went by meanwhile ({@link Hub.catchUp}).
  * - While Redis is unreachable the relay keeps serving its own clients:
  *   raw frames are delivered locally and counted as dropped for the
- *   others, `json` channels are numbered locally (their history writes are
- *   retried when Redis is back), subscribes answer `recovered: false`. The
- *   client library reconnects with backoff and resubscribes by itself.
+ *   others (`websocket_broker_dropped_total`, which also counts, at each
+ *   receiver, what it missed of another instance's bus traffic: every
+ *   message on the bus carries its place in its sender's count); `json` channels are numbered by the hub under a local epoch of
+ *   their own (so its clients resync, never mistaking them for Redis's
+ *   numbers), and are not written to Redis afterwards: other instances may
+ *   have numbered the same channel meanwhile, so no one order can vouch for
+ *   them. Once Redis is back, each channel this instance numbered locally,
+ *   or whose publish may or may not have reached Redis, gets a new epoch in
+ *   Redis before this instance publishes to it again, so clients of every
+ *   instance learn that the old numbering missed something. Subscribes
+ *   answer `recovered: false` meanwhile. The client library reconnects with
+ *   backoff and resubscribes by itself.
  *
  * @module
  */
@@ -28,35 +54,52 @@ import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
-import type { Config } from "./config.ts";
-import type { HistoryEntry } from "./history.ts";
+import { type Config, durationMs } from "./config.ts";
 import type { Hub, HubLink, Recovery, RelayMessage } from "./hub.ts";
 import type { BrokerStats } from "./stats.ts";
 
 const log = getLogger(["relay", "broker"]);
 
+/**
+ * The start of every script: `epoch_of(nonce)` returns the channel's epoch
+ * (KEYS[1] is its hash of `seq` and `epoch`, KEYS[2] its stream), making a
+ * new numbering first when the hash has none. A new epoch is Redis's clock
+ * to the microsecond and the asking instance's id, so it differs from every
+ * earlier one, even after a restart that lost the data that named them.
+ */
+const EPOCH_LUA = `
+local function epoch_of(nonce)
+  local epoch = redis.call('HGET', KEYS[1], 'epoch')
+  if epoch then return epoch end
+  local now = redis.call('TIME')
+  epoch = string.format('%x%05x', now[1], now[2]) .. '-' .. nonce
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('DEL', KEYS[2])
+  return epoch
+end
+`;
+
 /** Numbers a `json` publish, keeps it in the stream, and puts it on the bus. */
-const PUBLISH_SCRIPT = `
+const PUBLISH_SCRIPT = EPOCH_LUA + `
+local epoch = epoch_of(ARGV[3])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3])
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local frame = '{"type":"message","channel":' .. cjson.encode(ARGV[1]) .. ',"data":' .. ARGV[2] ..
-  ',"seq":' .. seq .. ',"timestamp":' .. ms .. '}'
+  ',"seq":' .. seq .. ',"epoch":' .. cjson.encode(epoch) .. ',"timestamp":' .. ms .. '}'
 if tonumber(ARGV[4]) > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ms, 'f', frame)
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
-redis.call('PUBLISH', ARGV[6], 'J' .. ARGV[7] .. '\\n' .. ARGV[8] .. '\\n' .. ARGV[1] .. '\\n' ..
-  seq .. '\\n' .. ms .. '\\n' .. frame)
+redis.call('PUBLISH', ARGV[6], 'J' .. ARGV[7] .. '\\n' .. ARGV[9] .. '\\n' .. ARGV[8] .. '\\n' ..
+  ARGV[1] .. '\\n' .. seq .. '\\n' .. epoch .. '\\n' .. ms .. '\\n' .. frame)
 return seq
 `;
 
 /** A channel's seq, epoch, and the stream entries after `since` (ARGV[1], "" for none). */
-const RECOVER_SCRIPT = `
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+const RECOVER_SCRIPT = EPOCH_LUA + `
+local epoch = epoch_of(ARGV[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local entries = {}
 if ARGV[1] ~= '' then
   entries = redis.call('XRANGE', KEYS[2], (tonumber(ARGV[1]) + 1) .. '-0', '+')
@@ -65,22 +108,16 @@ return {seq, epoch, entries}
 `;
 
 /**
- * Writes a message numbered locally during an outage: raises the channel's
- * seq to at least its own and appends it when it extends the stream.
+ * Ends a channel's numbering and starts a new one (ARGV[1] is the nonce),
+ * for a channel whose order this instance can no longer vouch for, and says
+ * so on the bus (ARGV[2]), so every instance tells its subscribers now,
+ * not at the channel's next message (a quiet channel might have none).
  */
-const RESTORE_SCRIPT = `
-local seq = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if current < seq then redis.call('HSET', KEYS[1], 'seq', seq) end
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[6])
-if tonumber(ARGV[4]) > 0 then
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if #last == 0 or tonumber(string.match(last[1][1], '^(%d+)')) < seq then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], seq .. '-0', 't', ARGV[2], 'f', ARGV[3])
-    redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  end
-end
-return 1
+const ROTATE_SCRIPT = EPOCH_LUA + `
+redis.call('HDEL', KEYS[1], 'epoch')
+local epoch = epoch_of(ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'N' .. ARGV[3] .. '\\n' .. epoch)
+return epoch
 `;
 
 /** Options for {@link RedisBroker}. */
@@ -93,6 +130,17 @@ export interface BrokerOptions {
   stats: BrokerStats;
 }
 
+/** One Redis connection's health, as the broker judges it. */
+interface Connection {
+  readonly client: { ping(): Promise<unknown> };
+  /** Connected, and for the subscriber, subscribed to the bus. */
+  ready: boolean;
+  /** The last PING came back (within the timeout, or late but since). */
+  answering: boolean;
+  /** When the PING in flight went out, if one is. */
+  pingSentAt: number | undefined;
+}
+
 /** The link between this relay's hub and the others, through Redis. */
 export class RedisBroker implements HubLink {
   /** This instance's id on the bus: random, so restarts and other hosts never collide. */
@@ -100,15 +148,49 @@ export class RedisBroker implements HubLink {
   readonly #options: BrokerOptions;
   readonly #stats: BrokerStats;
   readonly #bus: string;
+  /**
+   * Raw frames and `json` messages this instance handed to Redis for the
+   * bus, so far: each carries its place in this count, and a receiver that
+   * sees a jump knows how many it missed.
+   */
+  #sent = 0;
+  /** Per other instance, the place in its count that comes next. */
+  readonly #expected = new Map<number, number>();
+  /** This instance's part of the epochs it makes in Redis. */
+  readonly #nonce: string;
   readonly #publisher;
   readonly #subscriber;
+  readonly #connections: Connection[];
+  readonly #timeoutMs: number;
+  readonly #pingIntervalMs: number;
+  #health: ReturnType<typeof setInterval> | undefined;
+  /** Rejects each call in flight that someone waits on, when the broker goes down. */
+  readonly #waiting = new Set<(error: Error) => void>();
   #hub: Hub | undefined;
-  #publisherReady = false;
-  #subscriberReady = false;
-  /** Messages numbered locally while Redis was away, to write to history once it is back. */
-  #unwritten: { channel: string; entry: HistoryEntry }[] = [];
   /** Whether the bus subscription was ever made (the client library keeps it after that). */
   #subscribed = false;
+  /** Both connections usable: `relay_broker_up`, `/readyz`. Set only through {@link #update}. */
+  #up = false;
+  /**
+   * Whether Redis numbers `json` publishes (else the hub does, locally):
+   * while the publisher connection is usable and the subscription is too,
+   * or has been lost for less than `timeout`. A subscription that drops
+   * for a moment (`CLIENT KILL TYPE pubsub`) delays local clients and
+   * leaves a seq gap they fill from the stream; numbering locally instead
+   * would fork the channel and resync every client of every instance.
+   */
+  #sequencing = false;
+  /** Whether the bus went by unheard since the hub last caught up. */
+  #missedBus = false;
+  /** Since when the subscription has not been usable (from the start, until it first is). */
+  #subscriptionLostAt: number | undefined = performance.now();
+  /**
+   * Channels whose Redis numbering this instance cannot vouch for: it
+   * numbered them locally during an outage, or a publish to them failed
+   * with no telling whether Redis numbered it. Each gets a new epoch before
+   * this instance publishes to it again.
+   */
+  readonly #forked = new Set<string>();
   /** The state last logged, so each change is logged once. */
   #reported: "up" | "down" | undefined;
   #closed = false;
@@ -116,7 +198,11 @@ export class RedisBroker implements HubLink {
   constructor(options: BrokerOptions) {
     this.#options = options;
     this.#stats = options.stats;
-    this.#bus = `${options.config.prefix}bus`;
+    // Versioned: instances of another bus format share nothing rather than misread each other.
+    this.#bus = `${options.config.prefix}bus:2`;
+    this.#nonce = this.index.toString(16);
+    this.#timeoutMs = durationMs(options.config.timeout);
+    this.#pingIntervalMs = durationMs(options.config.ping_interval);
     const clientOptions = {
       url: options.config.url,
       // Fail commands at once while disconnected rather than queueing them:
@@ -124,6 +210,9 @@ export class RedisBroker implements HubLink {
       disableOfflineQueue: true,
       socket: {
         connectTimeout: 2000,
+        // Nothing read or written for this long (PINGs go out every interval
+        // while answered): the path is dead; reconnect rather than wait.
+        socketTimeout: 10 * this.#timeoutMs,
         // Exponential with jitter, from 100 ms to 5 s, forever.
         reconnectStrategy: (retries: number) =>
           Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
@@ -131,16 +220,26 @@ export class RedisBroker implements HubLink {
     };
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
-    this.#watch(this.#publisher, (ready) => this.#publisherReady = ready);
+    const connection = (client: Connection["client"]): Connection => ({
+      client,
+      ready: false,
+      answering: false,
+      pingSentAt: undefined,
+    });
+    const [publisher, subscriber] = this.#connections = [
+      connection(this.#publisher),
+      connection(this.#subscriber),
+    ];
+    this.#watch(publisher, () => true);
     // The subscriber is ready once the bus subscription is in: on the first
     // connection when subscribe() resolves; on reconnects the client library
     // restores it before it reports ready.
-    this.#watch(this.#subscriber, (ready) => this.#subscriberReady = ready && this.#subscribed);
+    this.#watch(subscriber, () => this.#subscribed);
   }
 
   /** Whether messages can go to and come from the other instances right now. */
   get up(): boolean {
-    return this.#publisherReady && this.#subscriberReady;
+    return this.#up;
   }
 
   /**
@@ -149,6 +248,8 @@ export class RedisBroker implements HubLink {
    */
   start(hub: Hub): void {
     this.#hub = hub;
+    this.#health = setInterval(() => this.#check(), this.#pingIntervalMs);
+    Deno.unrefTimer(this.#health);
     const failed = (error: Error) =>
       this.#closed || log.error("broker: {error}", { error: error.message });
     this.#publisher.connect().catch(failed);
@@ -157,8 +258,8 @@ export class RedisBroker implements HubLink {
         this.#subscriber.subscribe(this.#bus, (message: Buffer) => this.#receive(message), true)
       )
       .then(() => {
-        this.#subscribed = this.#subscriberReady = true;
-        if (this.up) this.#report(true, "");
+        this.#subscribed = true;
+        this.#ready(this.#connections[1]);
       })
       .catch(failed);
   }
@@ -166,68 +267,72 @@ export class RedisBroker implements HubLink {
   forward(messages: RelayMessage[]): void {
     const raw = messages.filter((message) => message.seq === undefined);
     for (const message of messages) {
-      // Numbered here: only while Redis is away; its history write waits for Redis.
+      // Numbered here, under a local epoch: only while Redis is away.
       if (message.seq !== undefined) {
         this.#stats.dropped++;
-        this.#unwritten.push({
-          channel: message.room,
-          entry: { seq: message.seq, time: message.time!, frame: message.data as string },
-        });
+        this.#forked.add(message.room);
       }
     }
     if (raw.length === 0) return;
-    if (!this.up) {
+    if (!this.#publishing) {
       this.#stats.dropped += raw.length;
       return;
     }
     const started = performance.now();
-    this.#publisher.publish(this.#bus, encodeBatch(this.index, raw)).then(
+    const first = this.#sent;
+    this.#sent += raw.length;
+    // A batch that fails may or may not be on the bus: the receivers that missed it count it.
+    this.#publisher.publish(this.#bus, encodeBatch(this.index, first, raw)).then(
       () => {
         this.#stats.published += raw.length;
         this.#stats.observePublish((performance.now() - started) / 1000);
       },
-      () => this.#stats.dropped += raw.length,
+      () => {},
     );
   }
 
   /** Redis numbers every channel while it is reachable; otherwise the hub does. */
   sequencerFor(_channel: string): number | undefined {
-    return this.up ? 0 : undefined;
+    return this.#sequencing ? 0 : undefined;
   }
 
   sendTo(_target: number, messages: RelayMessage[]): void {
     const { historySize, historyTtlMs } = this.#options;
     for (const message of messages) {
+      // Forked while up (a publish failed without a drop of the connection).
+      if (this.#forked.size > 0 && this.#forked.delete(message.room)) this.#rotate(message.room);
       const started = performance.now();
       this.#publisher.eval(PUBLISH_SCRIPT, {
         keys: [this.#key("seq", message.room), this.#key("history", message.room)],
         arguments: [
           message.room,
           message.data as string,
-          this.#hub!.epoch,
+          this.#nonce,
           String(historySize),
           String(historyTtlMs),
           this.#bus,
           String(this.index),
           message.sender ?? "",
+          String(this.#sent++),
         ],
       }).then(
         () => {
           this.#stats.published++;
           this.#stats.observePublish((performance.now() - started) / 1000);
         },
-        // Lost on the way: number it here after all, so local clients still get it.
-        () => this.#hub?.deliver([{ ...message, origin: this.index, local: true }]),
+        // Maybe numbered, maybe not: numbering it here too could deliver it twice, so the
+        // channel's numbering is what changes (and a receiver that missed it counts it).
+        () => this.#forked.add(message.room),
       );
     }
   }
 
   async recover(channel: string, since: number | undefined): Promise<Recovery> {
-    if (!this.up) throw new Error("broker unreachable");
-    const [seq, epoch, rows] = await this.#publisher.eval(RECOVER_SCRIPT, {
+    if (!this.#sequencing) throw new Error("broker unreachable");
+    const [seq, epoch, rows] = await this.#bounded(this.#publisher.eval(RECOVER_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
-      arguments: [since === undefined ? "" : String(since), this.#hub!.epoch],
-    }) as [number, string, [string, string[]][]];
+      arguments: [since === undefined ? "" : String(since), this.#nonce],
+    })) as [number, string, [string, string[]][]];
     const oldest = Date.now() - this.#options.historyTtlMs;
     const entries = rows.map(([id, fields]) => ({
       seq: parseInt(id),
@@ -243,6 +348,7 @@ export class RedisBroker implements HubLink {
   /** Disconnects from Redis. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#health);
     await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
   }
 
@@ -250,18 +356,134 @@ export class RedisBroker implements HubLink {
     return `${this.#options.config.prefix}${kind}:${channel}`;
   }
 
-  /** Tracks a connection's state, logging each change once rather than each failure. */
-  #watch(client: EventEmitter, set: (ready: boolean) => void): void {
+  /**
+   * `call`, failing too when the broker goes down first: whoever waits on
+   * it waits no longer than the health check takes to see a stall.
+   */
+  #bounded<T>(call: Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.add(reject);
+      call.then(resolve, reject).finally(() => this.#waiting.delete(reject));
+    });
+  }
+
+  /**
+   * Tracks a connection's state, logging each change once rather than each
+   * failure; `usable` says whether a ready connection can be used yet.
+   */
+  #watch(connection: Connection, usable: () => boolean): void {
+    const client = connection.client as unknown as EventEmitter;
     client.on("ready", () => {
-      set(true);
-      if (this.up) this.#report(true, "");
+      if (usable()) this.#ready(connection);
     });
     const down = (why: string) => {
-      set(false);
-      if (!this.#closed) this.#report(false, why);
+      connection.ready = connection.answering = false;
+      connection.pingSentAt = undefined;
+      this.#update(why);
     };
     client.on("end", () => down("connection closed"));
     client.on("error", (error: Error) => down(error.message || error.name));
+  }
+
+  /** A connection is usable: it counts once its first PING is answered. */
+  #ready(connection: Connection): void {
+    connection.ready = true;
+    connection.answering = false;
+    this.#ping(connection);
+  }
+
+  /** Whether the publisher connection is usable: raw frames and scripts can go out. */
+  get #publishing(): boolean {
+    const publisher = this.#connections[0];
+    return publisher.ready && publisher.answering;
+  }
+
+  /** The health check, every `ping_interval`: a PING for each connection, or judges the last. */
+  #check(): void {
+    const now = performance.now();
+    const lost = this.#subscriptionLostAt;
+    if (this.#sequencing && lost !== undefined && now - lost > this.#timeoutMs) {
+      this.#update(`bus subscription lost for over ${this.#options.config.timeout}`);
+    }
+    for (const connection of this.#connections) {
+      if (!connection.ready) continue;
+      const { pingSentAt } = connection;
+      if (pingSentAt === undefined) this.#ping(connection);
+      else if (connection.answering && now - pingSentAt > this.#timeoutMs) {
+        connection.answering = false;
+        this.#update(`no answer within ${this.#options.config.timeout}`);
+      }
+    }
+  }
+
+  #ping(connection: Connection): void {
+    const sentAt = connection.pingSentAt = performance.now();
+    connection.client.ping().then(
+      () => {
+        if (connection.pingSentAt !== sentAt) return;
+        connection.pingSentAt = undefined;
+        // Late or not, an answer means Redis is there again.
+        if (!connection.answering) {
+          connection.answering = true;
+          this.#update("");
+        }
+      },
+      () => {
+        if (connection.pingSentAt === sentAt) connection.pingSentAt = undefined;
+      },
+    );
+  }
+
+  /**
+   * Recomputes whether the broker is up; `why` says what went wrong when it
+   * is not. On the way up, the forked channels get new epochs first: their
+   * scripts are queued on the publisher's connection before anything the
+   * hub publishes afterwards, so no publish can land in an old numbering.
+   */
+  #update(why: string): void {
+    const subscriber = this.#connections[1];
+    const subscribed = subscriber.ready && subscriber.answering;
+    const now = performance.now();
+    if (subscribed) this.#subscriptionLostAt = undefined;
+    else {
+      this.#subscriptionLostAt ??= now;
+      this.#missedBus = true;
+    }
+    const lost = this.#subscriptionLostAt;
+    const sequencing = this.#publishing && (lost === undefined || now - lost <= this.#timeoutMs);
+    if (sequencing !== this.#sequencing) {
+      if (sequencing) this.#rotateForked();
+      this.#sequencing = sequencing;
+      if (!sequencing) {
+        const error = new Error(`broker down: ${why}`);
+        for (const reject of this.#waiting) reject(error);
+        this.#waiting.clear();
+      }
+    }
+    const up = this.#publishing && subscribed;
+    this.#up = up;
+    if (up && this.#missedBus) {
+      // Back on the bus: fetch what went by meanwhile rather than wait for a gap to show.
+      this.#missedBus = false;
+      this.#hub?.catchUp();
+    }
+    // Down is reported with a reason: a connection that is merely not ready yet is not news.
+    if (!this.#closed && (up || why !== "")) this.#report(up, why);
+  }
+
+  /** New epochs in Redis for the channels in {@link #forked}. */
+  #rotateForked(): void {
+    const forked = [...this.#forked];
+    this.#forked.clear();
+    for (const channel of forked) this.#rotate(channel);
+  }
+
+  /** A new epoch in Redis for `channel`; forked again if that fails. */
+  #rotate(channel: string): void {
+    this.#publisher.eval(ROTATE_SCRIPT, {
+      keys: [this.#key("seq", channel), this.#key("history", channel)],
+      arguments: [this.#nonce, this.#bus, channel],
+    }).catch(() => this.#forked.add(channel));
   }
 
   /** Logs and counts a change of state; repeats of the same state say nothing. */
@@ -274,7 +496,6 @@ export class RedisBroker implements HubLink {
     const url = this.#options.config.url;
     if (up) {
       log.info("broker: connected to {url}", { url });
-      this.#writeUnwritten();
     } else {
       log.warning("broker: {url} unreachable ({error}); serving local clients, retrying", {
         url,
@@ -283,39 +504,27 @@ export class RedisBroker implements HubLink {
     }
   }
 
-  /** History writes retried: what was numbered locally during the outage. */
-  #writeUnwritten(): void {
-    const { historySize, historyTtlMs } = this.#options;
-    const unwritten = this.#unwritten;
-    this.#unwritten = [];
-    for (const { channel, entry } of unwritten) {
-      this.#publisher.eval(RESTORE_SCRIPT, {
-        keys: [this.#key("seq", channel), this.#key("history", channel)],
-        arguments: [
-          String(entry.seq),
-          String(entry.time),
-          entry.frame,
-          String(historySize),
-          String(historyTtlMs),
-          this.#hub!.epoch,
-        ],
-      }).catch(() => this.#unwritten.push({ channel, entry }));
-    }
-  }
-
   #receive(message: Buffer): void {
     const hub = this.#hub!;
+    if (message[0] === RENUMBERED_TAG) {
+      const text = message.toString("utf8", 1);
+      const at = text.indexOf("\n");
+      hub.renumbered(text.slice(0, at), text.slice(at + 1), 0);
+      return;
+    }
     if (message[0] === JSON_TAG) {
       const text = message.toString("utf8", 1);
-      const parts = text.split("\n", 5);
-      const [origin, sender, room, seq, time] = parts;
+      const parts = text.split("\n", 7);
+      const [origin, place, sender, room, seq, epoch, time] = parts;
       const frame = text.slice(parts.join("\n").length + 1);
+      this.#arrived(Number(origin), Number(place), 1);
       if (Number(origin) !== this.index) this.#stats.received++;
       hub.deliver([{
         room,
         data: frame,
         bytes: Buffer.byteLength(frame),
         seq: Number(seq),
+        epoch,
         time: Number(time),
         origin: Number(origin),
         sender: sender === "" ? undefined : sender,
@@ -323,26 +532,46 @@ export class RedisBroker implements HubLink {
       return;
     }
     const batch = decodeBatch(message);
+    this.#arrived(batch.origin, batch.first, batch.messages.length);
     // Our own raw frames were delivered here before they were published.
     if (batch.origin === this.index) return;
     this.#stats.received += batch.messages.length;
     hub.deliver(batch.messages);
   }
+
+  /**
+   * Counts what this instance missed of `origin`'s bus traffic (its
+   * subscription was down, or the publish never reached the bus): the jump
+   * from the place expected to `first`. Its own traffic is not counted:
+   * its clients had its raw frames first, and recover its `json` messages.
+   */
+  #arrived(origin: number, first: number, count: number): void {
+    if (origin === this.index) return;
+    const expected = this.#expected.get(origin);
+    if (expected !== undefined && first > expected) this.#stats.dropped += first - expected;
+    if (expected === undefined || first + count > expected) {
+      this.#expected.set(origin, first + count);
+    }
+  }
 }
 
 const RAW_TAG = 0x52; // "R"
 const JSON_TAG = 0x4a; // "J"
+const RENUMBERED_TAG = 0x4e; // "N"
+const HEAD_BYTES = 15;
 
 /**
- * A batch of raw frames as one bus message: tag, origin, count, then per
- * frame its kind (0 text, 1 binary), room and payload, lengths first.
+ * A batch of raw frames as one bus message: tag, origin, the first frame's
+ * place in the origin's count (6 bytes), count, then per frame its kind (0
+ * text, 1 binary), room and payload, lengths first.
  */
-export function encodeBatch(origin: number, messages: RelayMessage[]): Buffer {
+export function encodeBatch(origin: number, first: number, messages: RelayMessage[]): Buffer {
   const parts: Buffer[] = [];
-  const head = Buffer.alloc(9);
+  const head = Buffer.alloc(HEAD_BYTES);
   head[0] = RAW_TAG;
   head.writeUInt32BE(origin, 1);
-  head.writeUInt32BE(messages.length, 5);
+  head.writeUIntBE(first, 5, 6);
+  head.writeUInt32BE(messages.length, 11);
   parts.push(head);
   for (const { room, data } of messages) {
     const roomBytes = Buffer.from(room, "utf8");
@@ -357,11 +586,14 @@ export function encodeBatch(origin: number, messages: RelayMessage[]): Buffer {
 }
 
 /** The inverse of {@link encodeBatch}; binary payloads come back as their own `ArrayBuffer`s. */
-export function decodeBatch(buffer: Buffer): { origin: number; messages: RelayMessage[] } {
+export function decodeBatch(
+  buffer: Buffer,
+): { origin: number; first: number; messages: RelayMessage[] } {
   const origin = buffer.readUInt32BE(1);
-  const count = buffer.readUInt32BE(5);
+  const first = buffer.readUIntBE(5, 6);
+  const count = buffer.readUInt32BE(11);
   const messages: RelayMessage[] = [];
-  let at = 9;
+  let at = HEAD_BYTES;
   for (let i = 0; i < count; i++) {
     const binary = buffer[at] === 1;
     const roomLength = buffer.readUInt32BE(at + 1);
@@ -376,5 +608,5 @@ export function decodeBatch(buffer: Buffer): { origin: number; messages: RelayMe
     at += payloadLength;
     messages.push({ room, data, bytes: payloadLength });
   }
-  return { origin, messages };
+  return { origin, first, messages };
 }

@@ -35,6 +35,9 @@ const duration = () =>
   text().refine((value) => parseDuration(value) !== undefined, {
     error: 'expected a duration like "500ms", "10s" or "1m"',
   });
+/** A duration that cannot be `0` (an interval, or a deadline that must exist). */
+const positiveDuration = () =>
+  duration().refine((value) => (parseDuration(value) ?? 1) > 0, { error: "must be above 0" });
 const MAX_INT = Number.MAX_SAFE_INTEGER;
 
 const tlsSchema = z.strictObject({
@@ -107,6 +110,8 @@ const brokerSchema = z.strictObject({
     .default("redis://127.0.0.1:6379"),
   prefix: text().default("relay:"),
   required: bool().default(false),
+  ping_interval: positiveDuration().default("1s"),
+  timeout: positiveDuration().default("2s"),
   // go-ws's RedisBridge channels, <prefix>:broadcast and <prefix>:channel:<name> (gows_bridge.ts).
   go_ws_prefix: text().refine(isGoWsPrefix, {
     error: "expected 1-256 of A-Z a-z 0-9 _ - . : (go-ws's rule for a Redis prefix)",
@@ -276,6 +281,10 @@ export interface Config {
     url: string;
     prefix: string;
     required: boolean;
+    /** How often each Redis connection gets a PING (a duration). */
+    ping_interval: string;
+    /** A PING unanswered this long means Redis is down (a duration). */
+    timeout: string;
     go_ws_prefix: string;
   };
   /** The Prometheus listener. */

@@ -127,12 +127,12 @@ export interface RelayMessage {
   bytes: number;
   /** The frame's seq in its channel (`json` mode). */
   seq?: number;
+  /** The numbering `seq` belongs to (`json` mode); the receiving hub's own when absent. */
+  epoch?: string;
   /** When the frame was accepted, ms since the epoch (`json` mode). */
   time?: number;
   /** A publish for the sequencing hub to number and send on. */
   request?: boolean;
-  /** With `request`: number it here whoever the sequencer is (sending it there failed). */
-  local?: boolean;
   /** The hub that accepted it and its sending client, skipped there when echo is off. */
   origin?: number;
   sender?: string;
@@ -201,6 +201,9 @@ type HubEvent =
     replay: Replay;
   }
   | { kind: "drained"; client: Client }
+  | { kind: "catch-up" }
+  | { kind: "caught-up"; name: string; recovery: Recovery }
+  | { kind: "renumbered"; name: string; epoch: string; seq: number }
   | { kind: "shutdown"; done: () => void };
 
 /** A channel's members, and in `json` mode its sequence and history. */
@@ -209,6 +212,20 @@ interface Channel {
   lastSeq: number;
   /** When its last message was numbered, ms since the epoch (0: none yet). */
   lastTime: number;
+  /**
+   * The numbering `lastSeq` belongs to: the hub's own epoch, the broker's
+   * (from the last message it delivered), or, with a broker that is down, a
+   * local epoch made for this outage; `""` before any of these is known.
+   */
+  epoch: string;
+  /** Whether this hub numbers the channel under `epoch` (always, without a broker). */
+  numbering: boolean;
+  /**
+   * The last few epochs the channel moved on from, newest last. Epochs only
+   * ever move forward, so a message of one of these is late (sent before a
+   * stall, numbered after) and would reach clients after newer ones.
+   */
+  readonly retired: string[];
   readonly history: History | undefined;
   /** Members whose replay (or broker answer) is in flight: their live messages wait in it. */
   readonly pending: Map<Client, Replay>;
@@ -241,6 +258,8 @@ interface Replay {
   held: number;
   /** The highest seq among `entries`: a live message up to it is one the client gets anyway. */
   lastSeq: number;
+  /** The numbering of `lastSeq` (a broker's answer may name another than the channel's). */
+  epoch: string | undefined;
   /** The broker has not answered yet: nothing goes out. */
   waiting: boolean;
 }
@@ -274,6 +293,8 @@ export class Hub extends EventTarget implements ClientHost {
   /** Every channel's history bytes, under `maxHistoryBytesTotal`. */
   readonly #ledger: HistoryLedger;
   readonly #link: HubLink | undefined;
+  /** Whether a broker numbers `json` channels (and keeps their history) for every instance. */
+  readonly #brokered: boolean;
   readonly #clients = new Set<Client>();
   readonly #channels = new Map<string, Channel>();
   readonly #queue = new AsyncQueue<HubEvent>();
@@ -317,6 +338,7 @@ export class Hub extends EventTarget implements ClientHost {
     this.#ledger = new HistoryLedger({ maxBytes: maxHistoryBytesTotal, counts: this.stats });
     this.epoch = epoch;
     this.#link = link;
+    this.#brokered = link?.recover !== undefined;
     if (this.#json && historySize > 0) {
       // Expired history goes even from channels nobody publishes to any more.
       const sweeper = setInterval(() => this.#sweep(), Math.min(historyTtlMs, 60_000));
@@ -433,6 +455,27 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   /**
+   * Fetches, for each `json` channel this hub delivers, what the link's
+   * history holds after the last message it delivered. The broker calls it
+   * when its bus subscription is back after a loss: a message published
+   * meanwhile then reaches clients now, not when the channel's next one
+   * reveals the gap (which, on a quiet channel, may be never).
+   */
+  catchUp(): void {
+    this.#push({ kind: "catch-up" });
+  }
+
+  /**
+   * The broker says `channel`'s numbering is now `epoch`, at `seq`, and what
+   * came before under another epoch may be incomplete (another instance
+   * numbered messages on its own, or Redis lost its data). Subscribers hear
+   * it at once, as a `subscribed` with `recovered: false`.
+   */
+  renumbered(channel: string, epoch: string, seq: number): void {
+    this.#push({ kind: "renumbered", name: channel, epoch, seq });
+  }
+
+  /**
    * Delivers what is already queued, then closes every client with 1001
    * (counted as `shutdown`) and stops the loop. Clients that register later
    * are closed the same way. Resolves once the loop has stopped.
@@ -482,6 +525,12 @@ export class Hub extends EventTarget implements ClientHost {
         return this.#recovered(event.command, event.recovery, event.replay);
       case "drained":
         return this.#pump(event.client);
+      case "catch-up":
+        return this.#catchUp();
+      case "caught-up":
+        return this.#caughtUp(event.name, event.recovery);
+      case "renumbered":
+        return this.#renumbered(event.name, event.epoch, event.seq);
       case "register":
         return this.#add(event.client);
       case "unregister":
@@ -613,9 +662,8 @@ export class Hub extends EventTarget implements ClientHost {
     const { client, name, channel } = replay;
     // Gone, unsubscribed, or subscribed again while the broker answered.
     if (channel.pending.get(client) !== replay) return;
-    // Without the broker this hub cannot vouch for anything it did not see.
-    const state = recovery ??
-      { seq: channel.lastSeq, epoch: this.epoch, entries: [], complete: false };
+    // Without the broker this hub vouches only for what it saw, under the epoch it saw it.
+    const state = recovery ?? this.#localState(channel, since, epoch);
     const waited = replay.entries as HistoryEntry[];
     let entries: HistoryEntry[] = [];
     let bytes = 0;
@@ -648,8 +696,94 @@ export class Hub extends EventTarget implements ClientHost {
     replay.heldBytes = heldBytes;
     replay.held = held;
     replay.lastSeq = last;
+    replay.epoch = state.epoch;
     replay.waiting = false;
     this.#startReplay(replay);
+  }
+
+  #catchUp(): void {
+    const link = this.#link;
+    if (link?.recover === undefined) return;
+    // Channels numbered here meanwhile too: Redis numbers them again, under an epoch to learn.
+    for (const [name, channel] of this.#channels) {
+      if (channel.epoch === "" || channel.members.size === 0) continue;
+      link.recover(name, channel.lastSeq).then(
+        (recovery) => this.#push({ kind: "caught-up", name, recovery }),
+        // The broker is gone again: the channel's next message will show the gap.
+        () => {},
+      );
+    }
+  }
+
+  /**
+   * Delivers what the history holds after the channel's last message, as if
+   * from the bus. Entries of the bus meanwhile come first or are skipped as
+   * already delivered; a history of another epoch says nothing about this one.
+   * (Entries carry no sender: with echo off, a sender may get its own message back here.)
+   */
+  #caughtUp(name: string, recovery: Recovery): void {
+    const channel = this.#channels.get(name);
+    if (channel === undefined || channel.epoch === "") return;
+    // Renumbered while the bus was out of reach (Redis lost its data, or was given a new epoch).
+    if (channel.epoch !== recovery.epoch) {
+      return this.#renumbered(name, recovery.epoch, recovery.seq);
+    }
+    for (const entry of recovery.entries) {
+      if (entry.seq <= channel.lastSeq) continue;
+      channel.lastSeq = entry.seq;
+      this.#fanOut(name, encoded(entry), undefined, entry.seq);
+    }
+  }
+
+  /**
+   * Tells the channel's subscribers that its numbering changed under them:
+   * an unasked `subscribed` with `recovered: false` at the new position
+   * (clients whose own subscribe is in flight get its answer instead).
+   */
+  #renumbered(name: string, epoch: string, seq: number): void {
+    const channel = this.#channels.get(name);
+    // Old news: a catch-up that read Redis before the channel moved on.
+    if (channel === undefined || channel.epoch === epoch || channel.retired.includes(epoch)) return;
+    channel.numbering = false;
+    this.#moveTo(channel, epoch, seq);
+    const notice = encodeSubscribed({ channel: name, seq, epoch, recovered: false });
+    for (const member of channel.members) {
+      if (!channel.pending.has(member)) member.reply(notice);
+    }
+  }
+
+  /**
+   * A channel's state as this hub alone knows it (the broker is down or did
+   * not answer in time): the last seq it delivered under that seq's epoch.
+   * Recovered only within this hub's own local numbering, where it saw
+   * everything; a channel it knows nothing of starts a local numbering.
+   */
+  #localState(channel: Channel, since: number | undefined, epoch: string | undefined): Recovery {
+    if (channel.epoch === "") this.#numberLocally(channel);
+    const complete = channel.numbering && since === channel.lastSeq && epoch === channel.epoch;
+    return { seq: channel.lastSeq, epoch: channel.epoch, entries: [], complete };
+  }
+
+  /**
+   * Starts numbering `channel` here while the broker that numbers it is
+   * down: a new epoch, so no (epoch, seq) this hub hands out can name a
+   * message that another instance, or Redis, numbered too.
+   */
+  #numberLocally(channel: Channel): void {
+    this.#moveTo(channel, `local-${crypto.randomUUID().slice(0, 8)}`, 0);
+    channel.numbering = true;
+  }
+
+  /** Moves `channel` to another numbering, at `seq`; the one it leaves is retired. */
+  #moveTo(channel: Channel, epoch: string, seq: number): void {
+    if (channel.epoch !== epoch) {
+      if (channel.epoch !== "") channel.retired.push(channel.epoch);
+      if (channel.retired.length > 4) channel.retired.shift();
+      // Floors name seqs of the numbering they were set in.
+      channel.floors.clear();
+      channel.epoch = epoch;
+    }
+    channel.lastSeq = seq;
   }
 
   /**
@@ -713,7 +847,11 @@ export class Hub extends EventTarget implements ClientHost {
     const { client, channel } = replay;
     channel.pending.delete(client);
     // A broker's answer can run ahead of the bus: the bus's copies up to here are duplicates.
-    if (channel.lastSeq < replay.lastSeq) channel.floors.set(client, replay.lastSeq);
+    // (A floor compares seqs, which only means something within one numbering.)
+    const sameNumbering = replay.epoch === undefined || replay.epoch === channel.epoch;
+    if (channel.lastSeq < replay.lastSeq && sameNumbering) {
+      channel.floors.set(client, replay.lastSeq);
+    }
     if (replay.history + replay.held === 0) return;
     const detail: ReplayEventDetail = {
       client,
@@ -746,9 +884,10 @@ export class Hub extends EventTarget implements ClientHost {
     data: string,
     sender?: Client | string,
     origin?: number,
-    local = false,
   ): number {
-    const owner = local ? undefined : this.#sequencer(name);
+    // Counted where it was accepted, whoever numbers it (a worker, Redis, this hub).
+    if (origin === undefined) this.stats.messages++;
+    const owner = this.#sequencer(name);
     const senderId = typeof sender === "string" ? sender : sender?.id;
     if (owner !== undefined) {
       const requests = this.#requests.get(owner) ?? [];
@@ -763,12 +902,12 @@ export class Hub extends EventTarget implements ClientHost {
       });
       return 0;
     }
-    this.stats.messages++;
     const channel = this.#channel(name);
+    if (!channel.numbering) this.#numberLocally(channel);
     const seq = ++channel.lastSeq;
     const time = Date.now();
     channel.lastTime = time;
-    const frame = encodeMessage(name, data, seq, time);
+    const frame = encodeMessage(name, data, seq, time, channel.epoch);
     const bytes = utf8Length(frame);
     const message = new Outbound(frame, bytes);
     channel.history?.push({ seq, time, frame, message }, bytes);
@@ -781,6 +920,7 @@ export class Hub extends EventTarget implements ClientHost {
         data: frame,
         bytes,
         seq,
+        epoch: channel.epoch,
         time,
         origin: from,
         sender: senderId,
@@ -796,16 +936,25 @@ export class Hub extends EventTarget implements ClientHost {
   }
 
   #remote(message: RelayMessage): void {
-    const { room, data, bytes, seq, time, origin, sender } = message;
+    const { room, data, bytes, seq, epoch = this.epoch, time, origin, sender } = message;
     if (message.request) {
-      this.#publishJson(room, data as string, sender, origin, message.local);
+      this.#publishJson(room, data as string, sender, origin);
       return;
     }
     const skip = this.#echo ? undefined : this.#local(room, sender, origin);
     if (seq !== undefined) {
       // A replica of the sequencing hub's history, so clients here recover locally.
       const channel = this.#channel(room);
-      channel.lastSeq = seq;
+      if (this.#brokered) {
+        // Sent to Redis before it stalled and numbered after this hub moved on (to its own
+        // numbering, or Redis's next): its clients would get it after newer messages. They
+        // were told to resync when the channel moved on; other instances' clients get it.
+        if (channel.retired.includes(epoch)) return;
+        // Delivered already, by a catch-up from the broker's history.
+        if (epoch === channel.epoch && seq <= channel.lastSeq) return;
+        channel.numbering = false;
+      }
+      this.#moveTo(channel, epoch, seq);
       channel.lastTime = time!;
       const message = new Outbound(data, bytes);
       channel.history?.push({ seq, time: time!, frame: data as string, message }, bytes);
@@ -891,10 +1040,14 @@ export class Hub extends EventTarget implements ClientHost {
           ledger: this.#ledger,
         })
         : undefined;
+      // Without a broker this hub numbers every channel it sequences, under its own epoch.
       channel = {
         members: new Set(),
         lastSeq: 0,
         lastTime: 0,
+        epoch: this.#brokered ? "" : this.epoch,
+        numbering: !this.#brokered,
+        retired: [],
         history,
         pending: new Map(),
         floors: new Map(),
@@ -987,6 +1140,7 @@ function newReplay(client: Client, name: string, channel: Channel): Replay {
     heldBytes: 0,
     held: 0,
     lastSeq: 0,
+    epoch: undefined,
     waiting: true,
   };
 }

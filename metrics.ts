@@ -27,7 +27,7 @@ import { VERSION } from "./version.ts";
 export interface MetricsSnapshot {
   /** The relay's counters. */
   stats: RelayStats;
-  /** Clients registered right now. */
+  /** Sockets open right now: clients served, and those being closed (a drain, an eviction). */
   connectedClients: number;
   /** With `server.workers` above 1: clients registered per worker, in worker order. */
   workerClients?: number[];
@@ -102,7 +102,7 @@ export function createMetricsHandler(
 
   new client.Gauge({
     name: "websocket_connected_clients",
-    help: "WebSocket clients connected right now.",
+    help: "WebSocket clients connected right now (sockets open, those being closed included).",
     registers,
     collect() {
       this.set(current.connectedClients);

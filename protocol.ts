@@ -8,7 +8,8 @@
  * the Go hub sends it; optional `since` and `epoch` to recover), `unsubscribe`,
  * `publish` (`channel`, `data`), `ping`; each may carry an `id` that the
  * reply echoes. Server to client: `message`, `subscribed`, `unsubscribed`,
- * `pong`, `error`.
+ * `pong`, `error`; a `subscribed` with `recovered: false` also comes unasked
+ * when a channel's numbering restarted under its subscribers (see hub.ts).
  *
  * @module
  */
@@ -143,12 +144,22 @@ export function encodeError(error: ProtocolError): string {
 
 /**
  * Encodes a `message` envelope around `data`, which is JSON text already:
- * built once per message, the same string goes to every subscriber.
+ * built once per message, the same string goes to every subscriber. The
+ * `epoch` rides on every message, not only on `subscribed`, because a
+ * numbering can restart while a client stays subscribed (a Redis that lost
+ * its data, local numbering during a broker outage): without it `seq 1` of
+ * the new numbering would look like a duplicate of the old one's.
  */
-export function encodeMessage(channel: string, data: string, seq: number, time: number): string {
+export function encodeMessage(
+  channel: string,
+  data: string,
+  seq: number,
+  time: number,
+  epoch: string,
+): string {
   return `{"type":"message","channel":${
     JSON.stringify(channel)
-  },"data":${data},"seq":${seq},"timestamp":${time}}`;
+  },"data":${data},"seq":${seq},"epoch":${JSON.stringify(epoch)},"timestamp":${time}}`;
 }
 
 /** What a `subscribed` reply tells the client. */

@@ -9,6 +9,11 @@
  * With `websocket.protocol: go-ws` the body is one go-ws `Message` or an
  * array of them, read by `gows.ts`.
  *
+ * A 202 means accepted for delivery. When the relay will not deliver (it is
+ * draining, or `broker.required` and the broker is down) the answer is 503
+ * with `Retry-After`, decided right before the messages are queued, so the
+ * caller can retry here later or on another instance.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
@@ -31,17 +36,35 @@ interface Publication {
   data: unknown;
 }
 
-/** Builds the handler for {@link PUBLISH_PATH}. */
+/** Why the relay would not deliver a message accepted now, and when to ask again. */
+export interface Unavailable {
+  reason: string;
+  retryAfterSeconds: number;
+}
+
+/**
+ * Builds the handler for {@link PUBLISH_PATH}. `unavailable` says why the
+ * relay would not deliver now (see the module doc), or `undefined`.
+ */
 export function createPublishHandler(
   config: Config,
   hub: Hub,
   auth: Authenticator,
   stats: RelayStats,
+  unavailable: () => Unavailable | undefined = () => undefined,
 ): (request: Request) => Promise<Response> {
   const limit = config.websocket.max_message_bytes;
   const answer = (status: number, body: unknown, headers: HeadersInit = {}) => {
     stats.publishRequests[status] = (stats.publishRequests[status] ?? 0) + 1;
     return Response.json(body, { status, headers });
+  };
+  // Asked with nothing awaited between it and the queueing: the answer holds for those messages.
+  const refuse = (): Response | undefined => {
+    const down = unavailable();
+    if (down === undefined) return undefined;
+    return answer(503, { error: `not accepted: ${down.reason}; retry later` }, {
+      "retry-after": String(down.retryAfterSeconds),
+    });
   };
   return async (request) => {
     if (!auth.publishEnabled) {
@@ -77,6 +100,8 @@ export function createPublishHandler(
     if (config.websocket.protocol === "go-ws") {
       const messages = parseGoWsPublish(body);
       if (typeof messages === "string") return answer(400, { error: messages });
+      const down = refuse();
+      if (down !== undefined) return down;
       const counts = await Promise.all(
         messages.map(({ channel, data, fields }) => hub.publish(channel, data, fields)),
       );
@@ -87,6 +112,8 @@ export function createPublishHandler(
     }
     const result = validate(body, config.websocket);
     if (typeof result === "string") return answer(400, { error: result });
+    const down = refuse();
+    if (down !== undefined) return down;
     // Queued together, so a batch keeps its order and interleaves with nothing.
     const counts = await Promise.all(result.map(({ channel, data }) => hub.publish(channel, data)));
     return answer(202, { messages: result.length, delivered: counts.reduce((a, b) => a + b, 0) });

@@ -7,6 +7,22 @@
  * When the relay cannot replay everything, `onResync` says so instead of
  * messages going missing silently.
  *
+ * It never drops a message silently: a message is a duplicate only when
+ * its `epoch` is the one of the last message delivered and its `seq` is not
+ * above that one's. Any other message that is not the next `seq` of the
+ * same epoch (a gap, or a numbering that restarted) makes it resubscribe
+ * with `since`: the relay fills the gap, or answers `recovered: false` and
+ * `onResync` fires.
+ *
+ * It notices a dead path itself: browsers cannot see WebSocket pings, and a
+ * path that dies without a FIN or RST (a NAT or a proxy that forgot it)
+ * leaves a socket "open" for as long as the operating system's TCP timeouts.
+ * After `pingIntervalMs` with nothing received it sends a `ping` envelope;
+ * if nothing (a message, the `pong`) arrives within `pongTimeoutMs` more, it
+ * drops the connection as abnormal (1006) and reconnects. So a dead path is
+ * noticed within `2 * pingIntervalMs + pongTimeoutMs` (40 s by default),
+ * and a connection that does not open within `connectTimeoutMs` is retried.
+ *
  * Uses only the WebSocket and timer APIs that browsers have, so the same
  * file runs in Deno and, bundled (`deno task bundle`), in a page.
  *
@@ -70,9 +86,28 @@ export interface ReconnectingClientOptions {
   factor?: number;
   /** Attempts after a drop before giving up; `Infinity`: never. @default Infinity */
   maxRetries?: number;
+  /**
+   * Silence after which the client sends a `ping` envelope, ms (silence is
+   * checked once per interval, so a ping goes out after one to two
+   * intervals of it); 0: never.
+   * @default 15000
+   */
+  pingIntervalMs?: number;
+  /**
+   * How long after its ping something must arrive (a message, the `pong`),
+   * ms; else the path is dead: the connection is dropped (1006) and retried.
+   * @default 10000
+   */
+  pongTimeoutMs?: number;
+  /** How long a connection may take to open before it is retried, ms; 0: no limit. @default 10000 */
+  connectTimeoutMs?: number;
   /** Each time a connection opens. */
   onConnect?(): void;
-  /** Each time a connection is lost (or closed by {@link ReconnectingClient.close}). */
+  /**
+   * Each time a connection is lost (or closed by {@link ReconnectingClient.close}).
+   * `code` is the close code, or 1006 for an abnormal close (no close frame, a
+   * dead path) whatever the runtime reports for it.
+   */
   onDisconnect?(event: { code: number; reason: string }): void;
   /** When a connection opens after a drop, with the attempt that succeeded (1 is the first). */
   onReconnect?(attempt: number): void;
@@ -105,8 +140,19 @@ export interface Position {
   epoch: string;
 }
 
-/** A {@link Position}, or nothing before the first `subscribed` without a starting one. */
-type PartialPosition = Partial<Position>;
+/** A subscribed channel: its {@link Position} (none before the first `subscribed` without a starting one). */
+interface ChannelState extends Partial<Position> {
+  /**
+   * A subscribe is on its way: messages are ignored until its answer, which
+   * comes before the replay of everything after `seq` (or says there is none).
+   */
+  awaiting: boolean;
+  /**
+   * After `recovered: true`: the seq the replay reaches. A gap before it
+   * means the relay could not replay after all; asking again would loop.
+   */
+  replayUntil?: number;
+}
 
 /** The subprotocol offered beside a token, for the relay to answer with. */
 const RELAY_SUBPROTOCOL = "relay";
@@ -134,7 +180,7 @@ export class ReconnectingClient {
   readonly #options: ReconnectingClientOptions;
   readonly #protocols: string[];
   readonly #clock: Clock;
-  readonly #channels = new Map<string, PartialPosition>();
+  readonly #channels = new Map<string, ChannelState>();
   #socket: WebSocket | undefined;
   #state: ConnectionState = "disconnected";
   /** Failed attempts since the last open; 0 while connected. */
@@ -142,6 +188,10 @@ export class ReconnectingClient {
   #everConnected = false;
   #droppedSinceOpen = false;
   #timer: unknown;
+  /** The connect deadline, the silence check, or the pong deadline: one at a time. */
+  #liveness: unknown;
+  /** Whether anything arrived since the silence check was last armed. */
+  #heard = false;
   #closed = false;
 
   constructor(url: string, options: ReconnectingClientOptions = {}) {
@@ -167,7 +217,12 @@ export class ReconnectingClient {
    */
   subscribe(channel: string, from?: Position): void {
     if (this.#channels.has(channel)) return;
-    this.#channels.set(channel, from === undefined ? {} : { seq: from.seq, epoch: from.epoch });
+    this.#channels.set(
+      channel,
+      from === undefined
+        ? { awaiting: false }
+        : { seq: from.seq, epoch: from.epoch, awaiting: false },
+    );
     if (this.#state === "connected") this.#sendSubscribe(channel);
   }
 
@@ -209,6 +264,7 @@ export class ReconnectingClient {
   close(): void {
     this.#closed = true;
     this.#clock.clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#liveness);
     this.#socket?.close(1000, "client closed");
   }
 
@@ -228,9 +284,59 @@ export class ReconnectingClient {
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => this.#onClose(event.code, event.reason);
+    const { connectTimeoutMs = 10_000 } = this.#options;
+    if (connectTimeoutMs > 0) {
+      this.#liveness = this.#clock.setTimeout(
+        () => this.#abandon(socket, `not open within ${connectTimeoutMs} ms`),
+        connectTimeoutMs,
+      );
+    }
+  }
+
+  /** Checks for silence after the next interval. */
+  #armSilenceCheck(): void {
+    const { pingIntervalMs = 15_000 } = this.#options;
+    if (pingIntervalMs <= 0) return;
+    this.#heard = false;
+    this.#liveness = this.#clock.setTimeout(() => this.#silenceCheck(), pingIntervalMs);
+  }
+
+  /**
+   * A whole interval has passed: if nothing arrived, ask with a ping, and
+   * drop the connection if nothing arrives within `pongTimeoutMs` either.
+   * A flag read once per interval rather than a timer reset per message:
+   * messages cost nothing here.
+   */
+  #silenceCheck(): void {
+    if (this.#heard) return this.#armSilenceCheck();
+    const socket = this.#socket!;
+    socket.send('{"type":"ping"}');
+    const { pongTimeoutMs = 10_000 } = this.#options;
+    this.#liveness = this.#clock.setTimeout(() => {
+      if (this.#heard) return this.#armSilenceCheck();
+      this.#abandon(socket, `nothing received within ${pongTimeoutMs} ms of a ping`);
+    }, pongTimeoutMs);
+  }
+
+  /**
+   * Gives up on `socket` without waiting for its close, which on a dead path
+   * could take minutes: it is closed in the background and never heard from
+   * again, and the client carries on as after an abnormal close.
+   */
+  #abandon(socket: WebSocket, reason: string): void {
+    if (this.#socket !== socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    try {
+      socket.close();
+    } catch {
+      // Closing a socket the runtime already gave up on.
+    }
+    this.#onClose(1006, reason);
   }
 
   #onOpen(): void {
+    this.#clock.clearTimeout(this.#liveness);
+    this.#armSilenceCheck();
     this.#state = "connected";
     const attempt = this.#attempt;
     this.#attempt = 0;
@@ -241,7 +347,10 @@ export class ReconnectingClient {
     this.#droppedSinceOpen = false;
   }
 
-  #onClose(code: number, reason: string): void {
+  #onClose(runtimeCode: number, reason: string): void {
+    this.#clock.clearTimeout(this.#liveness);
+    // Deno reports 0 for a connection that ended without a close frame; browsers and ws say 1006.
+    const code = runtimeCode >= 1000 && runtimeCode <= 4999 ? runtimeCode : 1006;
     const wasConnected = this.#state === "connected";
     this.#state = "disconnected";
     this.#socket = undefined;
@@ -255,32 +364,54 @@ export class ReconnectingClient {
   }
 
   #sendSubscribe(channel: string): void {
-    const { seq, epoch } = this.#channels.get(channel)!;
+    const state = this.#channels.get(channel)!;
+    state.awaiting = true;
+    state.replayUntil = undefined;
+    const { seq, epoch } = state;
     this.send(JSON.stringify({ type: "subscribe", channel, since: seq, epoch }));
   }
 
   #onMessage(data: unknown): void {
+    this.#heard = true;
     if (typeof data !== "string") return;
     const envelope = JSON.parse(data);
     switch (envelope.type) {
       case "message": {
-        const position = this.#channels.get(envelope.channel);
-        // Not subscribed (any more), or already seen before a reconnect.
-        if (position?.seq === undefined || envelope.seq <= position.seq) return;
-        position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        // Not subscribed (any more), or a subscribe is on its way.
+        if (state?.seq === undefined || state.awaiting) return;
         const { channel, data, seq, timestamp } = envelope;
+        // A relay without epochs on messages has one numbering per subscription.
+        const sameEpoch = envelope.epoch === undefined || envelope.epoch === state.epoch;
+        if (sameEpoch && seq <= state.seq) return; // Delivered already.
+        if (!sameEpoch || seq !== state.seq + 1) {
+          const { replayUntil } = state;
+          if (!sameEpoch || replayUntil === undefined || state.seq >= replayUntil) {
+            // Missed something, or the numbering restarted: ask for what came after.
+            return this.#sendSubscribe(channel);
+          }
+          // A gap inside a replay the relay promised: resync instead of asking forever.
+          this.#options.onResync?.(channel);
+        }
+        state.seq = seq;
+        if (state.replayUntil !== undefined && seq >= state.replayUntil) {
+          state.replayUntil = undefined;
+        }
         return this.#options.onMessage?.({ channel, data, seq, timestamp });
       }
       case "subscribed": {
-        const position = this.#channels.get(envelope.channel);
-        if (position === undefined) return;
-        const fresh = position.seq === undefined;
-        if (fresh || envelope.recovered === false) {
-          // Start from now; with `recovered: false` the gap is the application's to fill.
-          position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        if (state === undefined) return;
+        state.awaiting = false;
+        const fresh = state.seq === undefined;
+        if (fresh || envelope.recovered !== true) {
+          // Start from now; after a gap that could not be filled, the gap is the application's.
+          state.seq = envelope.seq;
+          state.epoch = envelope.epoch;
           if (!fresh) this.#options.onResync?.(envelope.channel);
+        } else if (envelope.seq > state.seq!) {
+          state.replayUntil = envelope.seq;
         }
-        position.epoch = envelope.epoch;
         return this.#options.onSubscribed?.(envelope.channel, envelope.recovered);
       }
       case "error":

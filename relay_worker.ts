@@ -58,7 +58,7 @@ async function handle(request: WorkerRequest): Promise<void> {
       return reply({
         id,
         type: "stats",
-        snapshot: { stats: relay!.hub.stats, connectedClients: relay!.hub.size },
+        snapshot: { stats: relay!.hub.stats, connectedClients: relay!.hub.stats.openSockets },
       });
     case "shutdown":
       await relay?.shutdown();

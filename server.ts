@@ -39,7 +39,7 @@ import {
   remoteOf,
 } from "./node_server.ts";
 import { Hub, type HubOptions } from "./hub.ts";
-import { createPublishHandler, PUBLISH_PATH } from "./publish_api.ts";
+import { createPublishHandler, PUBLISH_PATH, type Unavailable } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
 import { BrokerStats, type RejectReason, type RelayStats } from "./stats.ts";
 import type { RedisBroker } from "./broker.ts";
@@ -174,7 +174,19 @@ export async function createRelayHandler(
     ? { hub: options.hub, broker: undefined }
     : await newHub(config);
   const stats = hub.stats;
-  const publish = createPublishHandler(config, hub, auth, stats);
+  let draining = false;
+  // Whether the relay would deliver what it accepted now: /readyz and the publish API ask alike.
+  const brokerRetrySeconds = Math.ceil(
+    (durationMs(config.broker.ping_interval) + durationMs(config.broker.timeout)) / 1000,
+  );
+  const unavailable = (): Unavailable | undefined => {
+    if (draining) return { reason: "shutting down", retryAfterSeconds: 1 };
+    if (config.broker.required && broker?.up === false) {
+      return { reason: "broker unreachable", retryAfterSeconds: brokerRetrySeconds };
+    }
+    return undefined;
+  };
+  const publish = createPublishHandler(config, hub, auth, stats, unavailable);
   const example = serverConfig.serve_example ? await readExample() : undefined;
   const connections = new Set<Client>();
   const allowedOrigins = new Set(serverConfig.allowed_origins.map((o) => o.toLowerCase()));
@@ -200,12 +212,12 @@ export async function createRelayHandler(
     protocol: websocket.protocol,
     rateLimit: perSecond > 0 ? { perSecond, burst: burst || Math.ceil(perSecond) } : undefined,
   };
-  let draining = false;
   /** Resolved when the last connection is gone during a drain. */
   let allClosed: PromiseWithResolvers<void> | undefined;
   // One function for every client: no closure per connection. A connection
   // counted at accept gives its slot back when its socket closes, not here.
   const onClosed = (client: Client) => {
+    stats.openSockets--;
     connections.delete(client);
     if (!countedAtAccept) Atomics.sub(connectionCount, 0, 1);
     if (connections.size === 0) allClosed?.resolve();
@@ -265,6 +277,7 @@ export async function createRelayHandler(
       onClosed,
     });
     connections.add(client);
+    stats.openSockets++;
   };
 
   const handleUpgrade = async (request: IncomingMessage, socket: Duplex, head: Uint8Array) => {
@@ -308,10 +321,8 @@ export async function createRelayHandler(
     const { pathname } = new URL(request.url);
     if (pathname === "/healthz") return new Response("ok\n");
     if (pathname === "/readyz") {
-      if (draining) return new Response("shutting down\n", { status: 503 });
-      if (config.broker.required && broker?.up === false) {
-        return new Response("broker unreachable\n", { status: 503 });
-      }
+      const down = unavailable();
+      if (down !== undefined) return new Response(`${down.reason}\n`, { status: 503 });
       return new Response("ready\n");
     }
     if (pathname === PUBLISH_PATH) return await publish(request);
@@ -391,9 +402,10 @@ export async function serveRelay(config: Config, options: ServeOptions = {}): Pr
   let metricsServer: NodeListener | undefined;
   if (metrics.enabled) {
     try {
+      // Sockets, not the hub's members: a drain's clients count until their sockets close.
       metricsServer = await listenMetrics(
         config,
-        () => ({ stats, connectedClients: hub.size }),
+        () => ({ stats, connectedClients: stats.openSockets }),
         stats,
       );
     } catch (error) {

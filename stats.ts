@@ -57,10 +57,17 @@ export const HTTP_TIMEOUT_PHASES = ["header", "body", "idle"] as const;
 export type HttpTimeoutPhase = typeof HTTP_TIMEOUT_PHASES[number];
 
 /**
- * Counters that only ever grow, and {@link historyBytes}, a gauge summed
- * like them across workers; the connected-clients gauge is read from the hub.
+ * Counters that only ever grow, and the gauges a worker's snapshot must
+ * carry, summed like them across workers: {@link openSockets} (the
+ * connected-clients gauge) and {@link historyBytes}.
  */
 export class RelayStats {
+  /**
+   * Sockets open now: clients served, and clients the relay is closing (a
+   * drain, an eviction) until their socket is gone. Kept by the edge, which
+   * opens and releases sockets; `websocket_connected_clients` reads it.
+   */
+  openSockets = 0;
   /** Connections registered with the hub. */
   connections = 0;
   /** Messages received from clients (and published) and relayed. */
@@ -95,6 +102,7 @@ export class RelayStats {
    * object). Broker figures are not summed: a relay with a broker runs one worker.
    */
   add(other: RelayStats): void {
+    this.openSockets += other.openSockets;
     this.connections += other.connections;
     this.messages += other.messages;
     this.deliveries += other.deliveries;
@@ -139,7 +147,11 @@ export class BrokerStats {
   published = 0;
   /** Messages received from other instances through the broker. */
   received = 0;
-  /** Messages for other instances lost because the broker was unreachable. */
+  /**
+   * Messages not delivered to other instances: those this instance could not
+   * hand to the bus (the broker was down), and those of other instances'
+   * bus traffic this one missed (counted when the next one arrives).
+   */
   dropped = 0;
   /** Publish latency: counts per bucket of {@link PUBLISH_SECONDS_BUCKETS} (not cumulative). */
   readonly publishBuckets: number[] = PUBLISH_SECONDS_BUCKETS.map(() => 0);

@@ -28,6 +28,10 @@ var ReconnectingClient = class {
   #everConnected = false;
   #droppedSinceOpen = false;
   #timer;
+  /** The connect deadline, the silence check, or the pong deadline: one at a time. */
+  #liveness;
+  /** Whether anything arrived since the silence check was last armed. */
+  #heard = false;
   #closed = false;
   constructor(url, options = {}) {
     this.url = url;
@@ -50,9 +54,12 @@ var ReconnectingClient = class {
    */
   subscribe(channel, from) {
     if (this.#channels.has(channel)) return;
-    this.#channels.set(channel, from === void 0 ? {} : {
+    this.#channels.set(channel, from === void 0 ? {
+      awaiting: false
+    } : {
       seq: from.seq,
-      epoch: from.epoch
+      epoch: from.epoch,
+      awaiting: false
     });
     if (this.#state === "connected") this.#sendSubscribe(channel);
   }
@@ -98,6 +105,7 @@ var ReconnectingClient = class {
   close() {
     this.#closed = true;
     this.#clock.clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#liveness);
     this.#socket?.close(1e3, "client closed");
   }
   /** The delay before retry `attempt` (1-based): exponential, capped, with jitter. */
@@ -114,8 +122,51 @@ var ReconnectingClient = class {
     socket.onopen = () => this.#onOpen();
     socket.onmessage = (event) => this.#onMessage(event.data);
     socket.onclose = (event) => this.#onClose(event.code, event.reason);
+    const { connectTimeoutMs = 1e4 } = this.#options;
+    if (connectTimeoutMs > 0) {
+      this.#liveness = this.#clock.setTimeout(() => this.#abandon(socket, `not open within ${connectTimeoutMs} ms`), connectTimeoutMs);
+    }
+  }
+  /** Checks for silence after the next interval. */
+  #armSilenceCheck() {
+    const { pingIntervalMs = 15e3 } = this.#options;
+    if (pingIntervalMs <= 0) return;
+    this.#heard = false;
+    this.#liveness = this.#clock.setTimeout(() => this.#silenceCheck(), pingIntervalMs);
+  }
+  /**
+   * A whole interval has passed: if nothing arrived, ask with a ping, and
+   * drop the connection if nothing arrives within `pongTimeoutMs` either.
+   * A flag read once per interval rather than a timer reset per message:
+   * messages cost nothing here.
+   */
+  #silenceCheck() {
+    if (this.#heard) return this.#armSilenceCheck();
+    const socket = this.#socket;
+    socket.send('{"type":"ping"}');
+    const { pongTimeoutMs = 1e4 } = this.#options;
+    this.#liveness = this.#clock.setTimeout(() => {
+      if (this.#heard) return this.#armSilenceCheck();
+      this.#abandon(socket, `nothing received within ${pongTimeoutMs} ms of a ping`);
+    }, pongTimeoutMs);
+  }
+  /**
+   * Gives up on `socket` without waiting for its close, which on a dead path
+   * could take minutes: it is closed in the background and never heard from
+   * again, and the client carries on as after an abnormal close.
+   */
+  #abandon(socket, reason) {
+    if (this.#socket !== socket) return;
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    try {
+      socket.close();
+    } catch {
+    }
+    this.#onClose(1006, reason);
   }
   #onOpen() {
+    this.#clock.clearTimeout(this.#liveness);
+    this.#armSilenceCheck();
     this.#state = "connected";
     const attempt = this.#attempt;
     this.#attempt = 0;
@@ -125,7 +176,9 @@ var ReconnectingClient = class {
     this.#everConnected = true;
     this.#droppedSinceOpen = false;
   }
-  #onClose(code, reason) {
+  #onClose(runtimeCode, reason) {
+    this.#clock.clearTimeout(this.#liveness);
+    const code = runtimeCode >= 1e3 && runtimeCode <= 4999 ? runtimeCode : 1006;
     const wasConnected = this.#state === "connected";
     this.#state = "disconnected";
     this.#socket = void 0;
@@ -141,7 +194,10 @@ var ReconnectingClient = class {
     this.#timer = this.#clock.setTimeout(() => this.#connect(), this.delayFor(this.#attempt));
   }
   #sendSubscribe(channel) {
-    const { seq, epoch } = this.#channels.get(channel);
+    const state = this.#channels.get(channel);
+    state.awaiting = true;
+    state.replayUntil = void 0;
+    const { seq, epoch } = state;
     this.send(JSON.stringify({
       type: "subscribe",
       channel,
@@ -150,14 +206,27 @@ var ReconnectingClient = class {
     }));
   }
   #onMessage(data) {
+    this.#heard = true;
     if (typeof data !== "string") return;
     const envelope = JSON.parse(data);
     switch (envelope.type) {
       case "message": {
-        const position = this.#channels.get(envelope.channel);
-        if (position?.seq === void 0 || envelope.seq <= position.seq) return;
-        position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        if (state?.seq === void 0 || state.awaiting) return;
         const { channel, data: data2, seq, timestamp } = envelope;
+        const sameEpoch = envelope.epoch === void 0 || envelope.epoch === state.epoch;
+        if (sameEpoch && seq <= state.seq) return;
+        if (!sameEpoch || seq !== state.seq + 1) {
+          const { replayUntil } = state;
+          if (!sameEpoch || replayUntil === void 0 || state.seq >= replayUntil) {
+            return this.#sendSubscribe(channel);
+          }
+          this.#options.onResync?.(channel);
+        }
+        state.seq = seq;
+        if (state.replayUntil !== void 0 && seq >= state.replayUntil) {
+          state.replayUntil = void 0;
+        }
         return this.#options.onMessage?.({
           channel,
           data: data2,
@@ -166,14 +235,17 @@ var ReconnectingClient = class {
         });
       }
       case "subscribed": {
-        const position = this.#channels.get(envelope.channel);
-        if (position === void 0) return;
-        const fresh = position.seq === void 0;
-        if (fresh || envelope.recovered === false) {
-          position.seq = envelope.seq;
+        const state = this.#channels.get(envelope.channel);
+        if (state === void 0) return;
+        state.awaiting = false;
+        const fresh = state.seq === void 0;
+        if (fresh || envelope.recovered !== true) {
+          state.seq = envelope.seq;
+          state.epoch = envelope.epoch;
           if (!fresh) this.#options.onResync?.(envelope.channel);
+        } else if (envelope.seq > state.seq) {
+          state.replayUntil = envelope.seq;
         }
-        position.epoch = envelope.epoch;
         return this.#options.onSubscribed?.(envelope.channel, envelope.recovered);
       }
       case "error":

@@ -1,61 +1,10 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../server.ts";
-import {
-  ask,
-  bounded,
-  type ConfigPatch,
-  freePort,
-  scrape,
-  startTestRelay,
-  TestClient,
-} from "./helpers.ts";
+import { ask, CuttableProxy, freePort, httpBase, scrape, TestClient } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
-import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
+import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
-
-/** Resolves once the relay's broker is `up` (or down), now or later. */
-function brokerState(relay: Relay, up: boolean): PromiseLike<void> {
-  if ((relay.hub.stats.broker?.up === 1) === up) return Promise.resolve();
-  return bounded(brokerEvent(relay, up), `the broker to be ${up ? "up" : "down"}`);
-}
-
-function brokerEvent(relay: Relay, up: boolean): Promise<void> {
-  return new Promise((resolve) => {
-    const listener = (event: Event) => {
-      if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;
-      relay.hub.removeEventListener("broker", listener);
-      resolve();
-    };
-    relay.hub.addEventListener("broker", listener);
-  });
-}
-
-/** Relays on one Redis, each connected to it. */
-async function instances(redis: RedisServer, count: number, patch: ConfigPatch = {}) {
-  const relays: Relay[] = [];
-  for (let i = 0; i < count; i++) {
-    relays.push(
-      await startTestRelay({
-        ...patch,
-        broker: {
-          type: "redis",
-          url: redis.url,
-          prefix: "test:",
-          required: false,
-          ...patch.broker,
-        },
-      }),
-    );
-  }
-  await Promise.all(relays.map((relay) => brokerState(relay, true)));
-  return {
-    relays,
-    async [Symbol.asyncDispose]() {
-      await Promise.all(relays.map((relay) => relay.shutdown()));
-    },
-  };
-}
 
 async function subscribe(relay: Relay, channel: string, since?: number, epoch?: string) {
   const client = await TestClient.connect(relay);
@@ -103,6 +52,43 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "broker raw: websocket_broker_dropped_total counts what each instance missed of another's traffic, and what an instance could not hand to Redis",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using path = await CuttableProxy.start(redis.port);
+    await using sending = await instances(redis, 1);
+    await using behind = await instances(redis, 1, {
+      broker: { url: `redis://127.0.0.1:${path.port}` },
+    });
+    const [a, b] = [sending.relays[0], behind.relays[0]];
+    const onA = await TestClient.connect(a);
+    const onB = await TestClient.connect(b);
+    onA.send("seen by both");
+    assert.equal(await onB.next(), "seen by both");
+    const down = brokerState(b, false);
+    path.refuse();
+    path.cut();
+    await down;
+    // On the bus, but B is not listening: B misses three, and B counts them once it hears A again.
+    for (const text of ["one", "two", "three"]) onA.send(text);
+    for (let i = 0; i < 4; i++) await onA.next();
+    // B cannot hand its own frame to Redis: B counts it.
+    onB.send("B alone");
+    assert.equal(await onB.next(), "B alone");
+    const up = brokerState(b, true);
+    path.forward();
+    await up;
+    onA.send("after");
+    assert.equal(await onB.next(), "after");
+    assert.equal((await scrape(b)).get("websocket_broker_dropped_total"), 3 + 1);
+    assert.equal((await scrape(a)).get("websocket_broker_dropped_total"), 0);
+    await Promise.all([onA.close(), onB.close()]);
+  },
+});
+
+Deno.test({
   name: "broker raw with rooms: path keeps rooms apart across instances",
   ignore,
   async fn() {
@@ -144,6 +130,9 @@ Deno.test({
     }));
     for (const stream of streams) assert.deepEqual(stream, streams[0]);
     assert.deepEqual(streams[0].map((s) => s.split(":")[0]), ["1", "2", "3"]);
+    // Counted where they were accepted, though Redis numbered them and the bus delivered them.
+    assert.equal((await scrape(a)).get("websocket_messages_total"), 2);
+    assert.equal((await scrape(b)).get("websocket_messages_total"), 1);
     await Promise.all(subs.map(({ client }) => client.close()));
   },
 });
@@ -243,8 +232,17 @@ Deno.test({
   async fn() {
     const redis = await RedisServer.start();
     const port = redis.port;
-    await using cluster = await instances(redis, 2, { broker: { required: true } });
+    await using cluster = await instances(redis, 2, {
+      broker: { required: true },
+      auth: { publish_keys: ["k"] },
+    });
     const [a, b] = cluster.relays;
+    const publish = (data: string) =>
+      fetch(`${httpBase(a)}api/publish`, {
+        method: "POST",
+        headers: { authorization: "Bearer k" },
+        body: JSON.stringify({ data }),
+      });
     const onA = await TestClient.connect(a);
     const onB = await TestClient.connect(b);
     onA.send("before");
@@ -258,6 +256,12 @@ Deno.test({
     assert.equal(await ready.text(), "broker unreachable\n");
     onA.send("during the outage");
     assert.equal(await onA.next(), "during the outage", "local clients still get it");
+    // With broker.required, the publish API says no rather than reach only this relay.
+    const refused = await publish("refused");
+    assert.deepEqual([refused.status, refused.headers.get("retry-after")], [503, "3"]);
+    assert.deepEqual(await refused.json(), {
+      error: "not accepted: broker unreachable; retry later",
+    });
     let samples = await scrape(a);
     assert.equal(samples.get("relay_broker_up"), 0);
     assert.equal(samples.get("websocket_broker_dropped_total"), 1);
@@ -271,6 +275,10 @@ Deno.test({
     samples = await scrape(a);
     assert.equal(samples.get("relay_broker_up"), 1);
     assert.equal((await fetch(`${a.url.replace("ws", "http")}readyz`)).status, 200);
+    const accepted = await publish("accepted");
+    assert.equal(accepted.status, 202);
+    await accepted.body?.cancel();
+    for (const client of [onA, onB]) assert.equal(await client.next(), "accepted");
     await Promise.all([onA.close(), onB.close()]);
   },
 });
@@ -301,37 +309,249 @@ Deno.test({
 });
 
 Deno.test({
-  name: "broker json: during an outage channels are numbered locally, and history catches up after",
+  name:
+    "broker json: Redis that lost its data (FLUSHALL, or restarted without persistence) while a channel is quiet: the next messages carry a new epoch, and the old epoch recovers nothing",
   ignore,
   async fn() {
-    const redis = await RedisServer.start();
+    let redis = await RedisServer.start();
     const port = redis.port;
-    await using cluster = await instances(redis, 2, { websocket: { protocol: "json" } });
-    const [a, b] = cluster.relays;
-    const sub = await subscribe(a, "ops");
+    try {
+      await using cluster = await instances(redis, 2, { websocket: { protocol: "json" } });
+      const [a, b] = cluster.relays;
+      const onA = await subscribe(a, "quiet");
+      const onB = await subscribe(b, "quiet");
+      assert.equal(onA.reply.epoch, onB.reply.epoch, "one numbering in Redis");
+      let epoch = onA.reply.epoch;
+      let n = 0;
+      // Told at once when the relays see it (they lost Redis); else with the next message.
+      const losses = [
+        ["FLUSHALL", () => redis.command("FLUSHALL")],
+        ["restart", async () => {
+          const down = Promise.all([brokerState(a, false), brokerState(b, false)]);
+          await redis.stop();
+          await down;
+          const up = Promise.all([brokerState(a, true), brokerState(b, true)]);
+          redis = await RedisServer.start(port);
+          await up;
+        }],
+      ] as const;
+      let seq = 0;
+      for (const [loss, lose] of losses) {
+        for (let i = 0; i < 2; i++) await a.hub.publish("quiet", ++n);
+        for (const { client } of [onA, onB]) {
+          for (let i = 1; i <= 2; i++) {
+            const message = await parse(client);
+            assert.deepEqual([message.seq, message.epoch], [seq + i, epoch], loss);
+          }
+        }
+        seq += 2;
+        await lose();
+        if (loss === "restart") {
+          const notices = await Promise.all([parse(onA.client), parse(onB.client)]);
+          for (const notice of notices) {
+            assert.deepEqual([notice.type, notice.recovered, notice.seq], ["subscribed", false, 0]);
+            assert.notEqual(notice.epoch, epoch);
+          }
+        }
+        await b.hub.publish("quiet", ++n);
+        const after = await Promise.all([parse(onA.client), parse(onB.client)]);
+        assert.equal(after[0].seq, 1, `${loss}: the numbering restarts`);
+        assert.notEqual(after[0].epoch, epoch, `${loss}: never seq 1 under the old epoch`);
+        assert.deepEqual(after[1], after[0]);
+        const stale = await subscribe(a, "quiet", seq, epoch);
+        assert.deepEqual(
+          [stale.reply.recovered, stale.reply.epoch, stale.reply.seq],
+          [false, after[0].epoch, 1],
+          loss,
+        );
+        await stale.client.close();
+        [epoch, seq] = [after[0].epoch, 1];
+      }
+      await Promise.all([onA.client.close(), onB.client.close()]);
+    } finally {
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "broker json: a relay cut off from Redis numbers under a local epoch of its own, and the channel gets a new epoch in Redis before it publishes there again",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using path = await CuttableProxy.start(redis.port);
+    await using cutOff = await instances(redis, 1, {
+      websocket: { protocol: "json" },
+      auth: { publish_keys: ["k"] },
+      broker: { url: `redis://127.0.0.1:${path.port}` },
+    });
+    await using other = await instances(redis, 1, { websocket: { protocol: "json" } });
+    const [a, b] = [cutOff.relays[0], other.relays[0]];
+    const onA = await subscribe(a, "ops");
+    const onB = await subscribe(b, "ops");
     await a.hub.publish("ops", "one");
-    assert.equal((await parse(sub.client)).seq, 1);
+    const one = await parse(onA.client);
+    assert.deepEqual(await parse(onB.client), one);
+    const redisEpoch = one.epoch;
+
     const down = brokerState(a, false);
-    await redis.stop();
+    path.refuse();
+    path.cut();
     await down;
-    await a.hub.publish("ops", "two");
-    const during = await parse(sub.client);
-    assert.deepEqual([during.seq, during.data], [2, "two"], "numbered locally, delivered locally");
-    const up = Promise.all([brokerState(a, true), brokerState(b, true)]);
-    await using _restarted = await RedisServer.start(port);
+    // Without broker.required the publish API accepts: for this relay's clients, under its epoch.
+    const accepted = await fetch(`${httpBase(a)}api/publish`, {
+      method: "POST",
+      headers: { authorization: "Bearer k" },
+      body: JSON.stringify({ channel: "ops", data: "two" }),
+    });
+    assert.deepEqual([accepted.status, await accepted.json()], [202, {
+      messages: 1,
+      delivered: 1,
+    }]);
+    const two = await parse(onA.client);
+    assert.deepEqual([two.data, two.seq], ["two", 1], "delivered at once, numbered from 1");
+    assert.notEqual(two.epoch, redisEpoch, "under an epoch of its own");
+    const stuck = await subscribe(a, "ops", 1, redisEpoch);
+    assert.deepEqual([stuck.reply.recovered, stuck.reply.epoch], [false, two.epoch]);
+    const local = await subscribe(a, "ops", 1, two.epoch);
+    assert.equal(local.reply.recovered, true, "nothing missed within the local numbering");
+    await b.hub.publish("ops", "b during");
+    const during = await parse(onB.client);
+    assert.deepEqual([during.seq, during.epoch], [2, redisEpoch], "Redis numbers on for B");
+
+    const up = brokerState(a, true);
+    path.forward();
     await up;
-    // Redis lost everything (no persistence): the outage message was written back, the
-    // channel's seq raised past it, and a client on the other instance can recover it.
+    // Told at once, on both relays, though nothing is published: a new numbering in Redis.
+    const notice = await parse(onB.client);
+    assert.deepEqual({ ...notice, epoch: undefined }, {
+      type: "subscribed",
+      channel: "ops",
+      seq: 0,
+      epoch: undefined,
+      recovered: false,
+    });
+    assert.ok(![redisEpoch, two.epoch].includes(notice.epoch));
+    assert.deepEqual(await parse(onA.client), notice);
     await a.hub.publish("ops", "three");
-    const after = await parse(sub.client);
-    assert.deepEqual([after.seq, after.data], [3, "three"]);
-    const late = await subscribe(b, "ops", 1);
-    assert.equal(late.reply.recovered, true);
-    assert.deepEqual([(await parse(late.client)).data, (await parse(late.client)).data], [
-      "two",
-      "three",
-    ]);
-    await Promise.all([sub.client.close(), late.client.close()]);
+    const three = await parse(onA.client);
+    assert.deepEqual(await parse(onB.client), three, "B's next message is A's");
+    assert.deepEqual([three.seq, three.epoch], [1, notice.epoch]);
+    const late = await subscribe(b, "ops", 2, redisEpoch);
+    assert.equal(late.reply.recovered, false, "the old numbering missed A's local message");
+    await Promise.all([onA, onB, stuck, local, late].map(({ client }) => client.close()));
+  },
+});
+
+Deno.test({
+  name:
+    "broker: a stalled Redis (SIGSTOP) is down within ping_interval + timeout: relay_broker_up 0 and /readyz 503, json delivered locally at once, and the backlog on resume evicts nobody",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 2, {
+      websocket: { protocol: "json", send_buffer_bytes: 256 * 1024 },
+      broker: { required: true, ping_interval: "100ms", timeout: "500ms" },
+    });
+    const [a, b] = cluster.relays;
+    const onA = await subscribe(a, "feed");
+    const onB = await subscribe(b, "feed");
+    await a.hub.publish("feed", "before");
+    const before = await parse(onA.client);
+    assert.deepEqual(await parse(onB.client), before);
+    const big = "x".repeat(4096);
+    const backlog = 150;
+    {
+      await using _stalled = redis.pause();
+      const down = Promise.all([brokerState(a, false), brokerState(b, false)]);
+      // Sent before the stall is seen: Redis holds them (600 KiB, over send_buffer_bytes).
+      for (let i = 0; i < backlog; i++) await a.hub.publish("feed", big);
+      await down;
+      for (const relay of [a, b]) {
+        const ready = await fetch(`${httpBase(relay)}readyz`);
+        assert.deepEqual([ready.status, await ready.text()], [503, "broker unreachable\n"]);
+        assert.equal((await scrape(relay)).get("relay_broker_up"), 0);
+      }
+      // Local delivery waits on nothing: numbered here, under an epoch of A's own.
+      for (let n = 1; n <= 20; n++) await a.hub.publish("feed", n);
+      for (let n = 1; n <= 20; n++) {
+        const local = await parse(onA.client);
+        assert.deepEqual([local.data, local.seq], [n, n]);
+        assert.notEqual(local.epoch, before.epoch);
+      }
+      assert.equal(onB.client.pending, 0, "B heard nothing while Redis was stopped");
+    }
+    await Promise.all([brokerState(a, true), brokerState(b, true)]);
+    assert.equal((await fetch(`${httpBase(a)}readyz`)).status, 200);
+    await a.hub.publish("feed", "after");
+    const until = async (client: TestClient, data: string) => {
+      const seen = [];
+      while (seen.at(-1)?.data !== data) seen.push(await parse(client));
+      return seen;
+    };
+    // B's client gets the backlog (600 KiB at once, over its budget, and it reads it all), is
+    // told of the new numbering (A forked the channel), then gets A's next message in it.
+    const onBAfter = await until(onB.client, "after");
+    const backlogSeqs = onBAfter.filter((m) => m.data === big).map((m) => m.seq);
+    assert.deepEqual(backlogSeqs, Array.from({ length: backlog }, (_, i) => i + 2), "the backlog");
+    const after = onBAfter.at(-1);
+    assert.notEqual(after.epoch, before.epoch);
+    const notices = onBAfter.filter((m) => m.type === "subscribed");
+    assert.ok(notices.length > 0 && notices.every((m) => !m.recovered && m.epoch === after.epoch));
+    // A's client had moved on to A's own numbering: the backlog, older than that, would come
+    // out of order, so A holds it back; the notice tells its client to resync.
+    const onAAfter = await until(onA.client, "after");
+    assert.deepEqual(onAAfter.filter((m) => m.data === big), []);
+    assert.ok(onAAfter.some((m) => m.type === "subscribed" && m.epoch === after.epoch));
+    for (const relay of [a, b]) {
+      const samples = await scrape(relay);
+      assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 0);
+    }
+    await Promise.all([onA.client.close(), onB.client.close()]);
+  },
+});
+
+Deno.test({
+  name: "broker: DEBUG SLEEP is a stall too: down while Redis sleeps, up when it answers",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 1, {
+      broker: { required: true, ping_interval: "100ms", timeout: "300ms" },
+    });
+    const [relay] = cluster.relays;
+    const down = brokerState(relay, false);
+    const sleeping = redis.command("DEBUG", "SLEEP", "2");
+    await down;
+    assert.equal((await fetch(`${httpBase(relay)}readyz`)).status, 503);
+    const client = await TestClient.connect(relay);
+    client.send("local delivery goes on");
+    assert.equal(await client.next(), "local delivery goes on");
+    assert.equal(await sleeping, "OK");
+    await brokerState(relay, true);
+    assert.equal((await fetch(`${httpBase(relay)}readyz`)).status, 200);
+    await client.close();
+  },
+});
+
+Deno.test({
+  name:
+    "broker: a dead path to Redis (no FIN, no RST) is down within the bound and reconnects once it has been silent for ten timeouts",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using path = await CuttableProxy.start(redis.port);
+    await using cluster = await instances(redis, 1, {
+      broker: { url: `redis://127.0.0.1:${path.port}`, ping_interval: "100ms", timeout: "200ms" },
+    });
+    const [relay] = cluster.relays;
+    const down = brokerState(relay, false);
+    path.blackhole();
+    await down;
+    // The old connections stay dead; only a new one gets through.
+    path.forward();
+    await brokerState(relay, true);
   },
 });
 

@@ -11,7 +11,7 @@ async function subscriber(relay: Relay, channel: string): Promise<TestClient> {
   return client;
 }
 
-Deno.test("json: subscribe, publish, message envelope with seq and timestamp, unsubscribe", async () => {
+Deno.test("json: subscribe, publish, message envelope with seq, epoch and timestamp, unsubscribe", async () => {
   await using relay = await startTestRelay(JSON_MODE);
   const a = await TestClient.connect(relay);
   const subscribed = await ask(a, { type: "subscribe", channel: "process:proc-1", id: 7 });
@@ -28,6 +28,7 @@ Deno.test("json: subscribe, publish, message envelope with seq and timestamp, un
     assert.equal(message.channel, "process:proc-1");
     assert.deepEqual(message.data, { line: "hi" });
     assert.equal(message.seq, 1);
+    assert.equal(message.epoch, subscribed.epoch, "every message names its numbering");
     assert.ok((message.timestamp as number) >= before);
   }
   assert.deepEqual(await ask(a, { type: "unsubscribe", channel: "process:proc-1", id: "u" }), {

@@ -295,4 +295,6 @@ Deno.test("parseConfig() checks the broker section and its fit with workers", ()
     /^config.yaml:2:12: server.workers: must be 1 with broker.type: redis; run one process per core with server.reuse_port instead, got 2$/,
   );
   assert.equal(parseConfig("broker:\n  type: redis\n").broker.prefix, "relay:");
+  fails(`broker:\n  timeout: "0"\n`, /broker.timeout: must be above 0, got "0"/);
+  assert.equal(parseConfig("broker:\n  ping_interval: 250ms\n").broker.ping_interval, "250ms");
 });

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import net from "node:net";
 import { type Config, DEFAULT_CONFIG } from "../config.ts";
 import type { Hub } from "../hub.ts";
 import { type Relay, startRelay } from "../server.ts";
@@ -285,53 +286,142 @@ export async function selfSigned(dir: string): Promise<{ cert: string; key: stri
   return { cert, key };
 }
 
-/** A TCP proxy on loopback whose connections can be cut, to drop a network path on demand. */
+/** One connection through a {@link CuttableProxy}: the client's side and the target's. */
+interface ProxiedPair {
+  readonly inbound: net.Socket;
+  outbound: net.Socket | undefined;
+  /** Blackholed: nothing is forwarded any more, not even a close. */
+  dead: boolean;
+}
+
+/**
+ * A TCP proxy on loopback whose network path can be broken on demand, the
+ * ways a real one breaks: {@link cut} (FIN), {@link reset} (RST),
+ * {@link blackhole} (nothing arrives, nothing closes), {@link refuse} (new
+ * connections closed at once). Connections go to the first of
+ * {@link targets} that accepts, so clients of a relay that went away move to
+ * the next one, as behind a load balancer.
+ */
 export class CuttableProxy implements AsyncDisposable {
   readonly port: number;
-  readonly #listener: Deno.Listener;
-  readonly #conns = new Set<Deno.Conn>();
-  readonly #accepting: Promise<void>;
+  /** Ports connections are forwarded to, tried in order. */
+  targets: number[];
+  readonly #server: net.Server;
+  readonly #pairs = new Set<ProxiedPair>();
+  #mode: "forward" | "refuse" | "blackhole" = "forward";
 
-  constructor(targetPort: number) {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    this.port = (this.#listener.addr as Deno.NetAddr).port;
-    this.#accepting = this.#accept(targetPort);
+  private constructor(server: net.Server, targets: number[]) {
+    this.#server = server;
+    this.port = (server.address() as net.AddressInfo).port;
+    this.targets = targets;
+    server.on("connection", (socket: net.Socket) => this.#accept(socket));
+  }
+
+  /** Listens on a free loopback port, forwarding to `targets` (one port or several). */
+  static async start(targets: number | number[]): Promise<CuttableProxy> {
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", resolve);
+    });
+    return new CuttableProxy(server, [targets].flat());
   }
 
   /** Connections open through the proxy right now. */
   get connections(): number {
-    return this.#conns.size / 2;
+    return this.#pairs.size;
   }
 
-  /** Closes every connection through the proxy at once, as a network drop would. */
+  /** Closes every connection through the proxy at once (FIN both ways), as a network drop would. */
   cut(): void {
-    for (const conn of this.#conns) {
-      try {
-        conn.close();
-      } catch {
-        // Already closed by the other direction.
-      }
+    for (const { inbound, outbound } of this.#pairs) {
+      inbound.destroy();
+      outbound?.destroy();
     }
-    this.#conns.clear();
   }
 
-  async #accept(targetPort: number): Promise<void> {
-    for await (const inbound of this.#listener) {
-      const outbound = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
-      this.#conns.add(inbound).add(outbound);
-      const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
-        await from.readable.pipeTo(to.writable).catch(() => {});
-        this.#conns.delete(from);
-      };
-      pipe(inbound, outbound);
-      pipe(outbound, inbound);
+  /** Resets every connection through the proxy (RST both ways). */
+  reset(): void {
+    for (const { inbound, outbound } of this.#pairs) {
+      inbound.resetAndDestroy();
+      outbound?.resetAndDestroy();
     }
+  }
+
+  /**
+   * Stops forwarding anything, on every connection and on new ones, without
+   * closing any: what a dead network path looks like to both ends (bytes
+   * written are taken and never delivered; no FIN, no RST).
+   */
+  blackhole(): void {
+    this.#mode = "blackhole";
+    for (const pair of this.#pairs) this.#kill(pair);
+  }
+
+  /** Closes new connections at once, as a host that is down would (existing ones stay). */
+  refuse(): void {
+    this.#mode = "refuse";
+  }
+
+  /** Forwards new connections again (blackholed ones stay dead). */
+  forward(): void {
+    this.#mode = "forward";
+  }
+
+  #accept(inbound: net.Socket): void {
+    if (this.#mode === "refuse") return void inbound.destroy();
+    const pair: ProxiedPair = { inbound, outbound: undefined, dead: false };
+    this.#pairs.add(pair);
+    inbound.on("error", () => {});
+    inbound.on("close", () => {
+      if (!pair.dead) pair.outbound?.destroy();
+      if (pair.outbound === undefined || pair.outbound.destroyed) this.#pairs.delete(pair);
+    });
+    if (this.#mode === "blackhole") return this.#kill(pair);
+    this.#connect(pair, 0);
+  }
+
+  /** Connects `pair` to the first target from `index` on that accepts. */
+  #connect(pair: ProxiedPair, index: number): void {
+    const { inbound } = pair;
+    const outbound = net.connect(this.targets[index], "127.0.0.1");
+    outbound.once("error", () => {
+      if (pair.outbound !== undefined || pair.dead) return;
+      if (index + 1 < this.targets.length) this.#connect(pair, index + 1);
+      else inbound.destroy();
+    });
+    outbound.once("connect", () => {
+      pair.outbound = outbound;
+      outbound.on("error", () => {});
+      outbound.on("close", () => {
+        if (!pair.dead) inbound.destroy();
+        if (inbound.destroyed) this.#pairs.delete(pair);
+      });
+      if (inbound.destroyed) return void outbound.destroy();
+      if (pair.dead) return this.#kill(pair);
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+  }
+
+  /** Blackholes one connection: reads and drops whatever either side writes. */
+  #kill(pair: ProxiedPair): void {
+    pair.dead = true;
+    const { inbound, outbound } = pair;
+    inbound.unpipe();
+    outbound?.unpipe();
+    inbound.on("data", () => {});
+    outbound?.on("data", () => {});
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    this.#listener.close();
-    this.cut();
-    await this.#accepting.catch(() => {});
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const { inbound, outbound } of this.#pairs) {
+      inbound.destroy();
+      outbound?.destroy();
+    }
+    this.#pairs.clear();
+    await closed;
   }
 }
 

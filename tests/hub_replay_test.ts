@@ -16,9 +16,9 @@ import type { Outbound } from "../engine/frame.ts";
 import { Hub, type HubOptions } from "../hub.ts";
 import { encodeMessage } from "../protocol.ts";
 
-/** The bytes of the envelope of `data` as message `seq` of "big" (all ASCII here). */
-const envelope = (data: unknown, seq: number) =>
-  encodeMessage("big", JSON.stringify(data), seq, Date.now()).length;
+/** The bytes of the envelope of `data` as message `seq` of "big" in `epoch` (all ASCII here). */
+const envelope = (data: unknown, seq: number, epoch: string) =>
+  encodeMessage("big", JSON.stringify(data), seq, Date.now(), epoch).length;
 
 /** A connection that records what is sent and has room only when the test says so. */
 class FakeConnection implements Connection {
@@ -137,11 +137,11 @@ Deno.test("Hub: a live stream that outruns a stalled replay by more than the sla
   await settled(hub);
   // About 22 KB of replay waits; live messages may add up to 30 + 5 KB in all.
   let behind = 0;
-  for (let n = 1; n <= 20; n++) behind += envelope({ n, pad: "x".repeat(1000) }, n);
+  for (let n = 1; n <= 20; n++) behind += envelope({ n, pad: "x".repeat(1000) }, n, hub.epoch);
   const live = "y".repeat(1000);
   let seq = 21;
-  while (behind + envelope(live, seq) <= 35_000) {
-    behind += envelope(live, seq++);
+  while (behind + envelope(live, seq, hub.epoch) <= 35_000) {
+    behind += envelope(live, seq++, hub.epoch);
     await hub.publish("big", live);
   }
   assert.ok(seq > 25, "several live messages were held");

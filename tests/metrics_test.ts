@@ -4,6 +4,7 @@ import { VERSION } from "../version.ts";
 import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 import {
   commandWorks,
+  connectRaw,
   exposition,
   nextEvent,
   parseSamples,
@@ -38,6 +39,21 @@ Deno.test("metrics expose the Go relay's names and add up after traffic", async 
   assert.equal(samples.get(`relay_build_info{version="${VERSION}"}`), 1);
   assert.ok(samples.has("process_resident_memory_bytes"), "runtime default metrics are merged");
   await a.close();
+});
+
+Deno.test("websocket_connected_clients counts sockets still open during a drain", async () => {
+  const relay = await startTestRelay({ server: { shutdown_timeout: "30s" } });
+  // Clients that never answer the close frame keep their sockets open through the drain.
+  const stubborn = [await connectRaw(relay), await connectRaw(relay)];
+  assert.equal((await scrape(relay)).get("websocket_connected_clients"), 2);
+  const shutdown = relay.shutdown();
+  for (const client of stubborn) assert.equal(await client.readCloseCode(), 1001);
+  assert.equal(relay.hub.size, 0, "the hub let them go");
+  const samples = await scrape(relay);
+  assert.equal(samples.get("websocket_connected_clients"), 2, "their sockets are still open");
+  assert.equal(samples.get('websocket_disconnections_total{reason="shutdown"}'), 2);
+  for (const client of stubborn) client.conn.close();
+  await shutdown;
 });
 
 Deno.test("metrics without a broker have no broker series, and no runs of blank lines", async () => {

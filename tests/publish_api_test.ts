@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { httpBase, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { connectRaw, httpBase, scrape, startTestRelay, TestClient } from "./helpers.ts";
 import type { Relay } from "../server.ts";
 
 const KEY = "publish-key-1";
@@ -241,4 +241,25 @@ Deno.test("publish API in raw mode: path rooms are channels; rooms: none takes n
     assert.match((await bad.json()).error, /leave channel out/);
     await client.close();
   }
+});
+
+Deno.test("publish API: 503 with Retry-After while the relay drains, never a 202 it will not deliver", async () => {
+  const relay = await startTestRelay({
+    websocket: { protocol: "json" },
+    auth: { publish_keys: [KEY] },
+    server: { shutdown_timeout: "30s" },
+  });
+  // A client that never answers the close frame keeps the drain open.
+  const stubborn = await connectRaw(relay);
+  const shutdown = relay.shutdown();
+  assert.equal(await stubborn.readCloseCode(), 1001);
+  const refused = await post(relay, JSON.stringify({ channel: "runs.1", data: 1 }));
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  assert.deepEqual(await refused.json(), { error: "not accepted: shutting down; retry later" });
+  // Still a request's own mistakes first: retrying a bad request would not help.
+  assert.equal((await post(relay, "{oops")).status, 400);
+  stubborn.conn.close();
+  await shutdown;
+  assert.equal(relay.hub.stats.publishRequests["503"], 1);
 });

@@ -1,14 +1,23 @@
 /**
- * Real `redis-server` processes for the broker tests, on free loopback
- * ports, without persistence; restartable on the same port to simulate an
- * outage. Also a pattern subscriber whose messages can be awaited, to see
- * what a relay publishes, and a wait for a relay's broker state.
+ * Real `redis-server` processes for the broker tests and the fault suite, on
+ * free loopback ports, without persistence: restartable on the same port
+ * (an outage that loses every key), stoppable with SIGSTOP (a stall), and
+ * driven with `redis-cli` (FLUSHALL, DEBUG SLEEP, CLIENT KILL). Also relays
+ * joined to one, a wait for a relay's broker state, and a pattern subscriber
+ * whose messages can be awaited, to see what a relay publishes.
  *
  * @module
  */
 import { createClient } from "@redis/client";
 import type { Relay } from "../server.ts";
-import { bounded, commandWorks, freePort, within } from "./helpers.ts";
+import {
+  bounded,
+  commandWorks,
+  type ConfigPatch,
+  freePort,
+  startTestRelay,
+  within,
+} from "./helpers.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
@@ -32,7 +41,11 @@ export class RedisServer implements AsyncDisposable {
   /** Starts one on `port` (a free one by default) and resolves once it accepts connections. */
   static async start(port = freePort()): Promise<RedisServer> {
     const child = new Deno.Command("redis-server", {
-      args: ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+      args: [
+        ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        // DEBUG SLEEP, the stall the fault suite injects from the same host.
+        ...["--enable-debug-command", "local"],
+      ],
       stdout: "piped",
       stderr: "null",
     }).spawn();
@@ -53,11 +66,60 @@ export class RedisServer implements AsyncDisposable {
   /** Kills the server (as a crash would) and waits for it to be gone. */
   async stop(): Promise<void> {
     try {
+      // A stopped process would hold SIGKILL until continued; continue it first.
+      this.#child.kill("SIGCONT");
       this.#child.kill("SIGKILL");
     } catch {
       // Already gone.
     }
     await this.#child.status;
+  }
+
+  /**
+   * Stalls the server (SIGSTOP: connections stay open and nothing is
+   * answered) until the returned handle is disposed, which continues it;
+   * `await using` keeps a failing test from leaving it stopped.
+   */
+  pause(): AsyncDisposable {
+    this.#child.kill("SIGSTOP");
+    return {
+      [Symbol.asyncDispose]: () => {
+        try {
+          this.#child.kill("SIGCONT");
+        } catch {
+          // Already gone.
+        }
+        return Promise.resolve();
+      },
+    };
+  }
+
+  /**
+   * Runs one command with `redis-cli` and resolves with its answer, e.g.
+   * `FLUSHALL`, `DEBUG SLEEP 5` (which answers after the sleep),
+   * `CLIENT KILL TYPE pubsub`. Bounded: a server that never answers fails it.
+   */
+  async command(...args: string[]): Promise<string> {
+    const child = new Deno.Command("redis-cli", {
+      args: ["-h", "127.0.0.1", "-p", String(this.port), ...args],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const output = await within(child.output(), `redis-cli ${args.join(" ")}`);
+      const text = new TextDecoder().decode(output.stdout).trim();
+      if (!output.success || text.startsWith("ERR")) {
+        throw new Error(`redis-cli ${args.join(" ")}: ${text}`);
+      }
+      return text;
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Exited.
+      }
+    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -133,4 +195,34 @@ export class RedisWatcher implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await Promise.allSettled([this.#subscriber.close(), this.#publisher.close()]);
   }
+}
+
+/** Relays on one Redis, each connected to it; shut down when disposed. */
+export async function instances(
+  redis: RedisServer,
+  count: number,
+  patch: ConfigPatch = {},
+): Promise<{ relays: Relay[] } & AsyncDisposable> {
+  const relays: Relay[] = [];
+  for (let i = 0; i < count; i++) {
+    relays.push(
+      await startTestRelay({
+        ...patch,
+        broker: {
+          type: "redis",
+          url: redis.url,
+          prefix: "test:",
+          required: false,
+          ...patch.broker,
+        },
+      }),
+    );
+  }
+  await Promise.all(relays.map((relay) => brokerState(relay, true)));
+  return {
+    relays,
+    async [Symbol.asyncDispose]() {
+      await Promise.all(relays.map((relay) => relay.shutdown()));
+    },
+  };
 }
