@@ -133,15 +133,52 @@ export class TestClient {
   }
 }
 
+/** A `json` frame from the relay, with the fields the envelopes share typed. */
+export interface Envelope {
+  type: string;
+  channel?: string;
+  seq?: number;
+  epoch?: string;
+  recovered?: boolean;
+  data?: unknown;
+  [field: string]: unknown;
+}
+
 /** The next frame a `json` client receives, parsed. */
-export async function nextJson(client: TestClient): Promise<Record<string, unknown>> {
+export async function nextJson(client: TestClient): Promise<Envelope> {
   return JSON.parse(await client.next() as string);
 }
 
 /** Sends a `json` command (an object, or text as it is) and resolves with the next frame, parsed. */
-export async function ask(client: TestClient, command: unknown): Promise<Record<string, unknown>> {
+export async function ask(client: TestClient, command: unknown): Promise<Envelope> {
   client.send(typeof command === "string" ? command : JSON.stringify(command));
   return await nextJson(client);
+}
+
+/**
+ * A new `json` client subscribed to `channel` (from `since` under `epoch` when
+ * given), with the `subscribed` reply; fails unless that is the answer.
+ */
+export async function subscribe(
+  relay: Relay,
+  channel: string,
+  since?: number,
+  epoch?: string,
+): Promise<{ client: TestClient; reply: Subscribed }> {
+  const client = await TestClient.connect(relay);
+  const reply = await ask(client, { type: "subscribe", channel, since, epoch });
+  if (reply.type !== "subscribed") {
+    throw new Error(`subscribe to ${channel}: answered ${JSON.stringify(reply)}`);
+  }
+  return { client, reply: reply as Subscribed };
+}
+
+/** A `subscribed` reply, as {@link subscribe} returns it. */
+export interface Subscribed extends Envelope {
+  type: "subscribed";
+  channel: string;
+  seq: number;
+  epoch: string;
 }
 
 /** Resolves with the next `type` event the hub dispatches (bounded like {@link bounded}). */

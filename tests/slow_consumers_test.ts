@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { connectRaw, events, startTestRelay, TestClient } from "./helpers.ts";
+import { connectRaw, events, nextJson, startTestRelay, TestClient } from "./helpers.ts";
 import { Opcode, type RawWebSocket } from "./raw_ws.ts";
 
 const MiB = 1 << 20;
@@ -40,7 +40,7 @@ Deno.test("json: 30,000 publishes in one write (past the budget) reach every sub
   );
   for (const subscriber of subscribers) {
     subscriber.send(JSON.stringify({ type: "subscribe", channel: "flood" }));
-    assert.equal(JSON.parse(await subscriber.next() as string).type, "subscribed");
+    assert.equal((await nextJson(subscriber)).type, "subscribed");
   }
   let evictions = 0;
   relay.hub.addEventListener("disconnect", () => evictions++);
@@ -54,7 +54,7 @@ Deno.test("json: 30,000 publishes in one write (past the budget) reach every sub
   );
   for (const subscriber of subscribers) {
     for (let n = 0; n < total; n++) {
-      assert.equal(JSON.parse(await subscriber.next() as string).data, n);
+      assert.equal((await nextJson(subscriber)).data, n);
     }
   }
   assert.equal(evictions, 0);
