@@ -15,7 +15,8 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { statusKiB } from "./loadgen.ts";
+import { freePort } from "../tests/helpers.ts";
+import { MemoryProbe, round1, sample } from "./memory.ts";
 import { startServer } from "./run.ts";
 
 const { values } = parseArgs({
@@ -44,19 +45,14 @@ const { child, url } = await startServer("relay", undefined, 1, {
   RELAY_WEBSOCKET_SEND_BUFFER_MAX_BYTES: String(2 ** 40),
   RELAY_METRICS_PORT: String(metricsPort),
 });
-const round1 = (value: number) => Number(value.toFixed(1));
-const rssMiB = () => statusKiB(child.pid, "VmRSS") / 1024;
-const scrape = async () => await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-const sample = (metrics: string, name: string) =>
-  Number(metrics.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1] ?? NaN);
-const heapMiB = async () => sample(await scrape(), "nodejs_heap_size_used_bytes") / 2 ** 20;
+const probe = new MemoryProbe(child.pid, metricsPort);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const stalled: Deno.TcpConn[] = [];
 const deadline = Date.now() + GIVE_UP_MS;
 try {
-  const before = rssMiB();
-  const heapBefore = await heapMiB();
+  const before = probe.rssMiB();
+  const heapBefore = await probe.heapMiB();
   const port = Number(new URL(url).port);
   for (let i = 0; i < clients; i++) {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -82,12 +78,12 @@ try {
     // In step with the canary, so it is never the one behind.
     while (received <= sent && Date.now() < deadline) await sleep(1);
     if (sent % 32 === 0) {
-      peak = Math.max(peak, rssMiB());
-      heapPeak = Math.max(heapPeak, await heapMiB());
+      peak = Math.max(peak, probe.rssMiB());
+      heapPeak = Math.max(heapPeak, await probe.heapMiB());
     }
   }
-  peak = Math.max(peak, statusKiB(child.pid, "VmHWM") / 1024);
-  const metrics = await scrape();
+  peak = Math.max(peak, probe.peakRssMiB());
+  const metrics = await probe.scrape();
   const evicted = sample(metrics, 'websocket_disconnections_total\\{reason="slow_consumer"\\}');
   for (const conn of stalled) conn.close();
   stalled.length = 0;
@@ -98,11 +94,11 @@ try {
     maxBufferedBytes: Number(cap),
     canaryReceived: `${received}/${frames}`,
     evictedAsSlow: evicted,
-    rssMiB: { before: round1(before), peak: round1(peak), after: round1(rssMiB()) },
+    rssMiB: { before: round1(before), peak: round1(peak), after: round1(probe.rssMiB()) },
     heapUsedMiB: {
       before: round1(heapBefore),
       peak: round1(heapPeak),
-      after: round1(await heapMiB()),
+      after: round1(await probe.heapMiB()),
     },
   };
   console.log(JSON.stringify(result, null, 2));
@@ -112,11 +108,4 @@ try {
   for (const conn of stalled) conn.close();
   child.kill("SIGTERM");
   await child.status;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }

@@ -181,6 +181,19 @@ export interface Subscribed extends Envelope {
   epoch: string;
 }
 
+/** A WebSocket open to `url` (bounded), or a failure naming it. */
+export async function openWebSocket(url: string): Promise<WebSocket> {
+  const socket = new WebSocket(url);
+  await within(
+    new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = () => reject(new Error(`cannot connect to ${url}`));
+    }),
+    `connecting to ${url}`,
+  );
+  return socket;
+}
+
 /** Resolves with the next `type` event the hub dispatches (bounded like {@link bounded}). */
 export function nextEvent(
   hub: Hub,

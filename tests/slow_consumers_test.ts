@@ -4,6 +4,14 @@ import { Opcode, type RawWebSocket } from "./raw_ws.ts";
 
 const MiB = 1 << 20;
 
+/** Each non-reader stays under its own limits (a long send_timeout, a hard cap far above what it is sent). */
+const UNDER_OWN_LIMITS = {
+  send_buffer_bytes: MiB,
+  send_buffer_max_bytes: 256 * MiB,
+  send_timeout: "10m",
+  max_message_bytes: MiB,
+};
+
 Deno.test("a 5 x 1 MiB burst in one write, past every reader's budget, evicts no healthy reader", async () => {
   // The default budget (4 MiB) is smaller than the burst: before slowness was
   // judged by time, every receiver was closed with 1013 here.
@@ -62,17 +70,11 @@ Deno.test("json: 30,000 publishes in one write (past the budget) reach every sub
 });
 
 Deno.test("clients that never read are reset, furthest behind first, once all clients together pass max_buffered_bytes; a reader gets everything", async () => {
-  // Each non-reader stays under its own limits (a long send_timeout, a hard
-  // cap far above what it is sent), so only the process-wide cap can act.
+  // Only the process-wide cap can act on the non-readers.
   const cap = 16 * MiB;
   await using relay = await startTestRelay({
     server: { max_buffered_bytes: cap },
-    websocket: {
-      send_buffer_bytes: MiB,
-      send_buffer_max_bytes: 256 * MiB,
-      send_timeout: "10m",
-      max_message_bytes: MiB,
-    },
+    websocket: UNDER_OWN_LIMITS,
   });
   const reader = await TestClient.connect(relay);
   const stalled: RawWebSocket[] = [];
@@ -99,12 +101,7 @@ Deno.test("clients that never read are reset, furthest behind first, once all cl
 Deno.test("without max_buffered_bytes, the same non-readers stay connected: the cap is what evicted them", async () => {
   await using relay = await startTestRelay({
     server: { max_buffered_bytes: 0 },
-    websocket: {
-      send_buffer_bytes: MiB,
-      send_buffer_max_bytes: 256 * MiB,
-      send_timeout: "10m",
-      max_message_bytes: MiB,
-    },
+    websocket: UNDER_OWN_LIMITS,
   });
   const reader = await TestClient.connect(relay);
   const stalled: RawWebSocket[] = [];
