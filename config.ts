@@ -217,7 +217,7 @@ const crossChecked = configSchema.superRefine((config, ctx) => {
 
 /**
  * The validated configuration; every key has a value. Durations stay Go
- * strings (`"10s"`); README's configuration table says what each key does.
+ * strings (`"10s"`); the table in docs/configuration.md says what each key does.
  */
 export interface Config {
   /** Listener, TLS, limits, deadlines, workers and shutdown. */

@@ -16,6 +16,7 @@ import { plural } from "../log.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
 import { FULL, hasTaskset } from "./run.ts";
+import { ChildOutput } from "../tests/child_output.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -35,21 +36,15 @@ function spawn(cpu: string | undefined, command: string[], env: Record<string, s
 }
 
 /** Reads `stream` until `pattern` matches, then keeps draining it; resolves with the match. */
-async function waitFor(stream: ReadableStream<Uint8Array>, pattern: RegExp): Promise<string[]> {
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (true) {
-    const match = seen.match(pattern);
-    if (match) {
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return [...match];
-    }
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`ended before ${pattern}:\n${seen}`);
-    seen += value;
-  }
+async function waitFor(
+  name: string,
+  stream: ReadableStream<Uint8Array>,
+  pattern: RegExp,
+): Promise<RegExpMatchArray> {
+  const output = new ChildOutput(name, stream);
+  const match = await output.waitFor(pattern, 60_000);
+  output.drain();
+  return match;
 }
 
 async function startRelay(cpu: string | undefined, redisUrl?: string) {
@@ -64,7 +59,7 @@ async function startRelay(cpu: string | undefined, redisUrl?: string) {
   const ready = redisUrl
     ? /^(?=[\s\S]*broker: connected)[\s\S]*listening on (ws:\/\/\S+\/)/
     : /listening on (ws:\/\/\S+\/)/;
-  const [, url] = await waitFor(child.stderr, ready);
+  const [, url] = await waitFor("relay", child.stderr, ready);
   return { child, url };
 }
 
@@ -91,7 +86,7 @@ async function measure(
         "no",
       ]);
       started.push(redis);
-      await waitFor(redis.stdout, /Ready to accept connections/);
+      await waitFor("redis-server", redis.stdout, /Ready to accept connections/);
       redisUrl = `redis://127.0.0.1:${port}`;
     }
     const relays = [];

@@ -30,7 +30,7 @@
  */
 import { parseArgs } from "node:util";
 import { Application, judge, type Judgement } from "../tests/delivery.ts";
-import { CuttableProxy, freePort } from "../tests/helpers.ts";
+import { CuttableProxy, freePort, openWebSocket } from "../tests/helpers.ts";
 import { RelayProcess } from "../tests/process.ts";
 import { RedisServer } from "../tests/redis.ts";
 import { parseSamples } from "../tests/helpers.ts";
@@ -185,15 +185,7 @@ class RawListener {
   }
 
   static async open(url: string): Promise<RawListener> {
-    const socket = new WebSocket(url);
-    await within(
-      new Promise((resolve, reject) => {
-        socket.onopen = resolve;
-        socket.onerror = () => reject(new Error(`cannot connect to ${url}`));
-      }),
-      `connecting to ${url}`,
-    );
-    return new RawListener(socket);
+    return new RawListener(await openWebSocket(url));
   }
 
   untilSeen(n: number, ms: number): PromiseLike<void> {

@@ -19,7 +19,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseSamples, type Samples, within } from "../tests/helpers.ts";
+import { openWebSocket, parseSamples, type Samples, within } from "../tests/helpers.ts";
 import { RelayProcess, withConfig } from "../tests/process.ts";
 
 const { values } = parseArgs({
@@ -63,19 +63,6 @@ function memoryOf(samples: Samples): Memory {
     external: samples.get("nodejs_external_memory_bytes")!,
     history: samples.get("relay_history_bytes")!,
   };
-}
-
-/** A WebSocket open to `url`, or a failure naming it. */
-async function open(url: string): Promise<WebSocket> {
-  const socket = new WebSocket(url);
-  await within(
-    new Promise((resolve, reject) => {
-      socket.onopen = resolve;
-      socket.onerror = () => reject(new Error(`cannot connect to ${url}`));
-    }),
-    `connecting to ${url}`,
-  );
-  return socket;
 }
 
 /** The next message on `socket` whose parsed form satisfies `match`. */
@@ -125,7 +112,7 @@ await within(
       })();
 
       // The canary publishes to its own channel and times each echo.
-      const canary = await open(url);
+      const canary = await openWebSocket(url);
       canary.send(JSON.stringify({ type: "subscribe", channel: "canary" }));
       await nextWhere(canary, (m) => m.type === "subscribed", "the canary's subscribe");
       const roundTrips: number[] = [];
@@ -146,7 +133,7 @@ await within(
       })();
 
       const started = performance.now();
-      const publisher = await open(url);
+      const publisher = await openWebSocket(url);
       const pad = "x".repeat(BYTES);
       for (let i = 0; i < COUNT; i += WINDOW) {
         for (let j = i; j < Math.min(COUNT, i + WINDOW); j++) {

@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import { plural } from "../log.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
+import { ChildOutput } from "../tests/child_output.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -120,21 +121,10 @@ export async function startServer(
 ): Promise<{ child: Deno.ChildProcess; url: string }> {
   const env = { RELAY_SERVER_WORKERS: String(relayWorkers), ...relayEnv };
   const child = pinned(cpus, [...SERVERS[name]], env).spawn();
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  while (true) {
-    const match = seen.match(/listening on (ws:\/\/[^\s"]+\/)/);
-    if (match) {
-      // Keep draining so the server never blocks on a full pipe.
-      (async () => {
-        while (!(await reader.read()).done);
-      })();
-      return { child, url: match[1] };
-    }
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`${name} exited before listening:\n${seen}`);
-    seen += value;
-  }
+  const stderr = new ChildOutput(name, child.stderr);
+  const [, url] = await stderr.waitFor(/listening on (ws:\/\/[^\s"]+\/)/, 60_000);
+  stderr.drain();
+  return { child, url };
 }
 
 async function runOne(

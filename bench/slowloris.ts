@@ -16,7 +16,8 @@
  */
 import { parseArgs } from "node:util";
 import { parseDuration } from "../duration.ts";
-import { statusKiB } from "./loadgen.ts";
+import { freePort } from "../tests/helpers.ts";
+import { MemoryProbe, round1, sample } from "./memory.ts";
 import { startServer } from "./run.ts";
 
 const { values } = parseArgs({
@@ -51,12 +52,7 @@ const { child, url } = await startServer("relay", undefined, 1, {
   RELAY_METRICS_PORT: String(metricsPort),
 });
 const port = Number(new URL(url).port);
-const round1 = (value: number) => Number(value.toFixed(1));
-const rssMiB = () => statusKiB(child.pid, "VmRSS") / 1024;
-const scrape = async () => await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-const sample = (metrics: string, name: string) =>
-  Number(metrics.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1] ?? NaN);
-const heapMiB = async () => sample(await scrape(), "nodejs_heap_size_used_bytes") / 2 ** 20;
+const probe = new MemoryProbe(child.pid, metricsPort);
 
 // Most of a head, never its end: short of the cap, so the relay has to hold it.
 const head = new TextEncoder().encode(
@@ -68,8 +64,8 @@ const open = new Set<Deno.TcpConn>();
 /** One attack: every connection opened, held until the relay closes it (or the give-up time). */
 async function attack() {
   let closedByRelay = 0;
-  const before = rssMiB();
-  const heapBefore = await heapMiB();
+  const before = probe.rssMiB();
+  const heapBefore = await probe.heapMiB();
   const started = performance.now();
   for (let i = 0; i < connections; i++) {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
@@ -99,13 +95,13 @@ async function attack() {
   let allClosedAt: number | undefined;
   while (performance.now() - started < GIVE_UP_MS) {
     await new Promise((resolve) => setTimeout(resolve, SAMPLE_MS));
-    const rss = rssMiB();
+    const rss = probe.rssMiB();
     peak = Math.max(peak, rss);
     if (open.size === connections) {
       heldPeak = Math.max(heldPeak, rss);
       // Once, halfway to the deadline: every head is in by then.
       if (Number.isNaN(heapHeld) && performance.now() - connectedAt > headerTimeoutMs / 2) {
-        heapHeld = await heapMiB();
+        heapHeld = await probe.heapMiB();
       }
     }
     if (open.size === 0) {
@@ -115,8 +111,8 @@ async function attack() {
   }
   clearInterval(trickle);
   await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-  const after = rssMiB();
-  const heapAfter = await heapMiB();
+  const after = probe.rssMiB();
+  const heapAfter = await probe.heapMiB();
   return {
     secondsToConnectAll: round1((connectedAt - started) / 1000),
     closedByRelay,
@@ -142,7 +138,7 @@ async function attack() {
 try {
   const results = [];
   for (let round = 0; round < rounds; round++) results.push(await attack());
-  const counted = sample(await scrape(), 'relay_http_timeouts_total\\{phase="header"\\}');
+  const counted = sample(await probe.scrape(), 'relay_http_timeouts_total\\{phase="header"\\}');
   console.log(JSON.stringify(
     {
       connections,
@@ -161,11 +157,4 @@ try {
   for (const conn of open) conn.close();
   child.kill("SIGTERM");
   await child.status;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }

@@ -1,9 +1,9 @@
 /**
  * `deno task client URL`: a small WebSocket client for trying the relay from
- * a terminal, so the README's commands need nothing Debian lacks (it ships
- * no websocat). It sends each line typed (or piped) on stdin, or the
- * `--send` texts, as a text frame, and prints every frame it receives on a
- * line of its own.
+ * a terminal, so the commands in the README and docs/ need nothing Debian
+ * lacks (it ships no websocat). It sends each line typed (or piped) on
+ * stdin, or the `--send` texts, as a text frame, and prints every frame it
+ * receives on a line of its own.
  *
  *     deno task client ws://localhost:8443/
  *     deno task client ws://localhost:8443/ --send hello --count 1

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
-import { nextEvent, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { nextEvent, nextJson, scrape, startTestRelay, TestClient } from "./helpers.ts";
 import type { Relay } from "../relay.ts";
 import { RelayStartError } from "../relay.ts";
 
@@ -146,7 +146,7 @@ Deno.test("auth jwt: the channels claim limits subscribe and publish", async () 
   const client = await TestClient.connect(relay, `/?token=${token}`);
   const ask = async (command: unknown) => {
     client.send(JSON.stringify(command));
-    return JSON.parse(await client.next() as string);
+    return (await nextJson(client));
   };
   assert.equal((await ask({ type: "subscribe", channel: "process:proc-1" })).type, "subscribed");
   assert.equal((await ask({ type: "subscribe", channel: "runs.7" })).type, "subscribed");
@@ -179,7 +179,7 @@ Deno.test("auth jwt: a channels claim built to make a regex backtrack is answere
   const client = await TestClient.connect(relay, `/?token=${token}`);
   const ask = async (command: unknown) => {
     client.send(JSON.stringify(command));
-    return JSON.parse(await client.next() as string);
+    return (await nextJson(client));
   };
   // The longest channel name: the regex this replaced would still be backtracking.
   assert.equal((await ask({ type: "subscribe", channel: "a".repeat(256) })).code, "forbidden");
@@ -297,9 +297,9 @@ Deno.test("rate limit in raw mode closes with 1008; in json mode drops with an e
     });
     const client = await TestClient.connect(relay);
     for (let i = 0; i < 3; i++) client.send(JSON.stringify({ type: "ping", id: i }));
-    assert.deepEqual(JSON.parse(await client.next() as string), { type: "pong", id: 0 });
-    assert.deepEqual(JSON.parse(await client.next() as string), { type: "pong", id: 1 });
-    const error = JSON.parse(await client.next() as string);
+    assert.deepEqual(await nextJson(client), { type: "pong", id: 0 });
+    assert.deepEqual(await nextJson(client), { type: "pong", id: 1 });
+    const error = await nextJson(client);
     assert.equal(error.code, "rate_limited");
     assert.equal(client.socket.readyState, WebSocket.OPEN);
     const samples = await scrape(relay);

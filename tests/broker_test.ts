@@ -1,20 +1,19 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../relay.ts";
-import { ask, CuttableProxy, freePort, httpBase, scrape, TestClient } from "./helpers.ts";
+import {
+  ask,
+  CuttableProxy,
+  freePort,
+  httpBase,
+  nextJson,
+  scrape,
+  subscribe,
+  TestClient,
+} from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
-
-async function subscribe(relay: Relay, channel: string, since?: number, epoch?: string) {
-  const client = await TestClient.connect(relay);
-  client.send(JSON.stringify({ type: "subscribe", channel, since, epoch }));
-  const reply = JSON.parse(await client.next() as string);
-  assert.equal(reply.type, "subscribed");
-  return { client, reply };
-}
-
-const parse = async (client: TestClient) => JSON.parse(await client.next() as string);
 
 Deno.test({
   name: "broker raw: a frame sent on one instance reaches every client on both, once",
@@ -125,7 +124,7 @@ Deno.test({
     subs[1].client.send(JSON.stringify({ type: "publish", channel: "jobs", data: "from b" }));
     await a.hub.publish("jobs", "from the server");
     const streams = await Promise.all(subs.map(async ({ client }) => {
-      const got = [await parse(client), await parse(client), await parse(client)];
+      const got = [await nextJson(client), await nextJson(client), await nextJson(client)];
       return got.map((m) => `${m.seq}:${m.data}`);
     }));
     for (const stream of streams) assert.deepEqual(stream, streams[0]);
@@ -146,7 +145,7 @@ Deno.test({
     const [a, b] = cluster.relays;
     const first = await subscribe(a, "news");
     for (let i = 1; i <= 3; i++) await a.hub.publish("news", i);
-    for (let i = 1; i <= 3; i++) assert.equal((await parse(first.client)).seq, i);
+    for (let i = 1; i <= 3; i++) assert.equal((await nextJson(first.client)).seq, i);
     await first.client.close();
     for (let i = 4; i <= 6; i++) await b.hub.publish("news", i);
     const again = await subscribe(b, "news", 3, first.reply.epoch);
@@ -154,7 +153,7 @@ Deno.test({
     assert.equal(again.reply.seq, 6);
     b.hub.publish("news", 7);
     const seen = [];
-    for (let i = 0; i < 4; i++) seen.push((await parse(again.client)).data);
+    for (let i = 0; i < 4; i++) seen.push((await nextJson(again.client)).data);
     assert.deepEqual(seen, [4, 5, 6, 7]);
     const stale = await subscribe(a, "news", 3, "another-epoch");
     assert.equal(stale.reply.recovered, false);
@@ -177,7 +176,7 @@ Deno.test({
     // 100 x 50 KB, each seen by the canary before the next, so Redis holds them all.
     for (let n = 1; n <= 100; n++) {
       await a.hub.publish("big", { n, pad: "x".repeat(50_000) });
-      assert.equal((await parse(canary.client)).seq, n);
+      assert.equal((await nextJson(canary.client)).seq, n);
     }
     const refused = await subscribe(b, "big", 0, canary.reply.epoch);
     assert.deepEqual([refused.reply.recovered, refused.reply.seq], [false, 100], "5 MB > 3 MB");
@@ -186,13 +185,13 @@ Deno.test({
     late.send(JSON.stringify({ type: "subscribe", channel: "big", since: 50 }));
     // Live messages race the broker's answer and the replay: they must follow it, once each.
     for (let n = 101; n <= 105; n++) await a.hub.publish("big", { n });
-    const reply = await parse(late);
+    const reply = await nextJson(late);
     assert.equal(reply.recovered, true, "2.5 MB fits");
     for (let seq = 51; seq <= 105; seq++) {
-      const message = await parse(late);
-      assert.deepEqual([message.seq, message.data.n], [seq, seq]);
+      const message = await nextJson(late);
+      assert.deepEqual([message.seq, (message.data as { n: number }).n], [seq, seq]);
     }
-    for (let seq = 101; seq <= 105; seq++) assert.equal((await parse(canary.client)).seq, seq);
+    for (let seq = 101; seq <= 105; seq++) assert.equal((await nextJson(canary.client)).seq, seq);
     assert.deepEqual(await ask(late, { type: "ping" }), { type: "pong" }, "nothing more");
     const samples = await scrape(b);
     assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 0);
@@ -340,21 +339,21 @@ Deno.test({
         for (let i = 0; i < 2; i++) await a.hub.publish("quiet", ++n);
         for (const { client } of [onA, onB]) {
           for (let i = 1; i <= 2; i++) {
-            const message = await parse(client);
+            const message = await nextJson(client);
             assert.deepEqual([message.seq, message.epoch], [seq + i, epoch], loss);
           }
         }
         seq += 2;
         await lose();
         if (loss === "restart") {
-          const notices = await Promise.all([parse(onA.client), parse(onB.client)]);
+          const notices = await Promise.all([nextJson(onA.client), nextJson(onB.client)]);
           for (const notice of notices) {
             assert.deepEqual([notice.type, notice.recovered, notice.seq], ["subscribed", false, 0]);
             assert.notEqual(notice.epoch, epoch);
           }
         }
         await b.hub.publish("quiet", ++n);
-        const after = await Promise.all([parse(onA.client), parse(onB.client)]);
+        const after = await Promise.all([nextJson(onA.client), nextJson(onB.client)]);
         assert.equal(after[0].seq, 1, `${loss}: the numbering restarts`);
         assert.notEqual(after[0].epoch, epoch, `${loss}: never seq 1 under the old epoch`);
         assert.deepEqual(after[1], after[0]);
@@ -365,7 +364,7 @@ Deno.test({
           loss,
         );
         await stale.client.close();
-        [epoch, seq] = [after[0].epoch, 1];
+        [epoch, seq] = [after[0].epoch!, 1];
       }
       await Promise.all([onA.client.close(), onB.client.close()]);
     } finally {
@@ -391,8 +390,8 @@ Deno.test({
     const onA = await subscribe(a, "ops");
     const onB = await subscribe(b, "ops");
     await a.hub.publish("ops", "one");
-    const one = await parse(onA.client);
-    assert.deepEqual(await parse(onB.client), one);
+    const one = await nextJson(onA.client);
+    assert.deepEqual(await nextJson(onB.client), one);
     const redisEpoch = one.epoch;
 
     const down = brokerState(a, false);
@@ -409,7 +408,7 @@ Deno.test({
       messages: 1,
       delivered: 1,
     }]);
-    const two = await parse(onA.client);
+    const two = await nextJson(onA.client);
     assert.deepEqual([two.data, two.seq], ["two", 1], "delivered at once, numbered from 1");
     assert.notEqual(two.epoch, redisEpoch, "under an epoch of its own");
     const stuck = await subscribe(a, "ops", 1, redisEpoch);
@@ -417,14 +416,14 @@ Deno.test({
     const local = await subscribe(a, "ops", 1, two.epoch);
     assert.equal(local.reply.recovered, true, "nothing missed within the local numbering");
     await b.hub.publish("ops", "b during");
-    const during = await parse(onB.client);
+    const during = await nextJson(onB.client);
     assert.deepEqual([during.seq, during.epoch], [2, redisEpoch], "Redis numbers on for B");
 
     const up = brokerState(a, true);
     path.forward();
     await up;
     // Told at once, on both relays, though nothing is published: a new numbering in Redis.
-    const notice = await parse(onB.client);
+    const notice = await nextJson(onB.client);
     assert.deepEqual({ ...notice, epoch: undefined }, {
       type: "subscribed",
       channel: "ops",
@@ -433,10 +432,10 @@ Deno.test({
       recovered: false,
     });
     assert.ok(![redisEpoch, two.epoch].includes(notice.epoch));
-    assert.deepEqual(await parse(onA.client), notice);
+    assert.deepEqual(await nextJson(onA.client), notice);
     await a.hub.publish("ops", "three");
-    const three = await parse(onA.client);
-    assert.deepEqual(await parse(onB.client), three, "B's next message is A's");
+    const three = await nextJson(onA.client);
+    assert.deepEqual(await nextJson(onB.client), three, "B's next message is A's");
     assert.deepEqual([three.seq, three.epoch], [1, notice.epoch]);
     const late = await subscribe(b, "ops", 2, redisEpoch);
     assert.equal(late.reply.recovered, false, "the old numbering missed A's local message");
@@ -458,8 +457,8 @@ Deno.test({
     const onA = await subscribe(a, "feed");
     const onB = await subscribe(b, "feed");
     await a.hub.publish("feed", "before");
-    const before = await parse(onA.client);
-    assert.deepEqual(await parse(onB.client), before);
+    const before = await nextJson(onA.client);
+    assert.deepEqual(await nextJson(onB.client), before);
     const big = "x".repeat(4096);
     const backlog = 150;
     {
@@ -476,7 +475,7 @@ Deno.test({
       // Local delivery waits on nothing: numbered here, under an epoch of A's own.
       for (let n = 1; n <= 20; n++) await a.hub.publish("feed", n);
       for (let n = 1; n <= 20; n++) {
-        const local = await parse(onA.client);
+        const local = await nextJson(onA.client);
         assert.deepEqual([local.data, local.seq], [n, n]);
         assert.notEqual(local.epoch, before.epoch);
       }
@@ -487,7 +486,7 @@ Deno.test({
     await a.hub.publish("feed", "after");
     const until = async (client: TestClient, data: string) => {
       const seen = [];
-      while (seen.at(-1)?.data !== data) seen.push(await parse(client));
+      while (seen.at(-1)?.data !== data) seen.push(await nextJson(client));
       return seen;
     };
     // B's client gets the backlog (600 KiB at once, over its budget, and it reads it all), is
@@ -495,7 +494,7 @@ Deno.test({
     const onBAfter = await until(onB.client, "after");
     const backlogSeqs = onBAfter.filter((m) => m.data === big).map((m) => m.seq);
     assert.deepEqual(backlogSeqs, Array.from({ length: backlog }, (_, i) => i + 2), "the backlog");
-    const after = onBAfter.at(-1);
+    const after = onBAfter.at(-1)!;
     assert.notEqual(after.epoch, before.epoch);
     const notices = onBAfter.filter((m) => m.type === "subscribed");
     assert.ok(notices.length > 0 && notices.every((m) => !m.recovered && m.epoch === after.epoch));

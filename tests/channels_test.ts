@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
-import { ask, nextEvent, nextJson, scrape, startTestRelay, TestClient } from "./helpers.ts";
-import type { Relay } from "../relay.ts";
+import {
+  ask,
+  nextEvent,
+  nextJson,
+  scrape,
+  startTestRelay,
+  subscribe,
+  TestClient,
+} from "./helpers.ts";
 
 const JSON_MODE = { websocket: { protocol: "json" as const } };
-
-async function subscriber(relay: Relay, channel: string): Promise<TestClient> {
-  const client = await TestClient.connect(relay);
-  const reply = await ask(client, { type: "subscribe", channel });
-  assert.equal(reply.type, "subscribed");
-  return client;
-}
 
 Deno.test("json: subscribe, publish, message envelope with seq, epoch and timestamp, unsubscribe", async () => {
   await using relay = await startTestRelay(JSON_MODE);
@@ -19,7 +19,7 @@ Deno.test("json: subscribe, publish, message envelope with seq, epoch and timest
     { ...subscribed, epoch: typeof subscribed.epoch },
     { type: "subscribed", channel: "process:proc-1", seq: 0, epoch: "string", id: 7 },
   );
-  const b = await subscriber(relay, "process:proc-1");
+  const b = (await subscribe(relay, "process:proc-1")).client;
   const before = Date.now();
   b.send(JSON.stringify({ type: "publish", channel: "process:proc-1", data: { line: "hi" } }));
   for (const client of [a, b]) {
@@ -99,9 +99,9 @@ Deno.test("json: a frame over max_message_bytes closes with 1009", async () => {
 
 Deno.test("json: echo: false skips the publisher; channels keep apart", async () => {
   await using relay = await startTestRelay({ websocket: { protocol: "json", echo: false } });
-  const a = await subscriber(relay, "one");
-  const b = await subscriber(relay, "one");
-  const other = await subscriber(relay, "two");
+  const a = (await subscribe(relay, "one")).client;
+  const b = (await subscribe(relay, "one")).client;
+  const other = (await subscribe(relay, "two")).client;
   a.send(JSON.stringify({ type: "publish", channel: "one", data: "from a" }));
   assert.equal((await nextJson(b)).data, "from a");
   assert.deepEqual(await ask(a, { type: "ping" }), { type: "pong" }, "a did not get its own");

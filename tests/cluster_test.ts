@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { type Relay, RelayStartError, startRelay } from "../relay.ts";
 import {
   freePort,
+  nextJson,
   type Samples,
   scrape,
   startTestRelay,
@@ -130,7 +131,7 @@ Deno.test("cluster json: one seq order per channel on every worker, and recovery
   while (clients.length < 6 || perWorker(await scrape(relay)).some((n) => n === 0)) {
     const client = await TestClient.open(relay.url);
     client.send(JSON.stringify({ type: "subscribe", channel: "jobs" }));
-    assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+    assert.equal((await nextJson(client)).type, "subscribed");
     clients.push(client);
   }
   // Publishers on both workers, and the main thread, at once.
@@ -144,7 +145,7 @@ Deno.test("cluster json: one seq order per channel on every worker, and recovery
   const streams = await Promise.all(clients.map(async (client) => {
     const stream = [];
     for (let i = 0; i < total; i++) {
-      const { seq, data } = JSON.parse(await client.next() as string);
+      const { seq, data } = await nextJson(client);
       stream.push(`${seq}:${data}`);
     }
     return stream;
@@ -166,11 +167,11 @@ Deno.test("cluster json: one seq order per channel on every worker, and recovery
   const late = await Promise.all([1, 2, 3, 4].map(() => TestClient.open(relay.url)));
   for (const client of late) {
     client.send(JSON.stringify({ type: "subscribe", channel: "jobs", since: total - 2 }));
-    const reply = JSON.parse(await client.next() as string);
+    const reply = await nextJson(client);
     assert.equal(reply.recovered, true);
     const replayed = [
-      JSON.parse(await client.next() as string),
-      JSON.parse(await client.next() as string),
+      await nextJson(client),
+      await nextJson(client),
     ];
     assert.deepEqual(replayed.map((m) => `${m.seq}:${m.data}`), streams[0].slice(-2));
   }
@@ -188,7 +189,7 @@ Deno.test("cluster json with echo: false: a publisher never gets its own message
     const client = await TestClient.open(relay.url);
     for (const channel of channels) {
       client.send(JSON.stringify({ type: "subscribe", channel }));
-      assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+      assert.equal((await nextJson(client)).type, "subscribed");
     }
     clients.push(client);
   }
@@ -200,11 +201,11 @@ Deno.test("cluster json with echo: false: a publisher never gets its own message
   for (const [i, client] of clients.entries()) {
     const senders = [];
     for (let k = 0; k < (clients.length - 1) * channels.length; k++) {
-      senders.push(JSON.parse(await client.next() as string).data);
+      senders.push((await nextJson(client)).data);
     }
     assert.ok(!senders.includes(i), `client ${i} got its own message`);
     client.send(JSON.stringify({ type: "ping" }));
-    assert.equal(JSON.parse(await client.next() as string).type, "pong", "and nothing else");
+    assert.equal((await nextJson(client)).type, "pong", "and nothing else");
   }
   await Promise.all(clients.map((c) => c.close()));
 });

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { compileArgs, EMBEDDED_FILES } from "../scripts/compile.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
-import { TestClient } from "./helpers.ts";
+import { nextJson, TestClient } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
+import { ChildOutput } from "./child_output.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -40,11 +41,11 @@ Deno.test("main.ts under those flags: connect, broadcast, two workers, shutdown"
       const [a, b] = await Promise.all([TestClient.open(url), TestClient.open(url)]);
       for (const client of [a, b]) {
         client.send(JSON.stringify({ type: "subscribe", channel: "c" }));
-        assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+        assert.equal((await nextJson(client)).type, "subscribed");
       }
       a.send(JSON.stringify({ type: "publish", channel: "c", data: "hi" }));
       for (const client of [a, b]) {
-        assert.equal(JSON.parse(await client.next() as string).data, "hi");
+        assert.equal((await nextJson(client)).data, "hi");
       }
       relay.child.kill("SIGTERM");
       for (const client of [a, b]) assert.equal((await client.closed).code, 1001);
@@ -87,19 +88,15 @@ Deno.test({
       },
       stderr: "piped",
     }).spawn();
-    const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    let match;
-    while (!(match = seen.match(/listening on (ws:\/\/\S+\/)/))) {
-      seen += (await reader.read()).value;
-    }
+    const stderr = new ChildOutput("dist/relay", child.stderr);
+    const match = await stderr.waitFor(/listening on (ws:\/\/\S+\/)/);
     const [a, b] = await Promise.all([TestClient.open(match[1]), TestClient.open(match[1])]);
     a.send("from the binary");
     assert.equal(await b.next(), "from the binary");
     child.kill("SIGTERM");
     assert.equal((await b.closed).code, 1001);
     await a.closed;
-    while (!(await reader.read()).done);
+    await stderr.rest();
     assert.equal((await child.status).code, 0);
   },
 });

@@ -194,7 +194,7 @@ for (const name of ["relay.service", "relay@.service"]) {
   });
 }
 
-Deno.test("deploy/relay.service has the hardening and limits the README promises", async () => {
+Deno.test("deploy/relay.service has the hardening and limits docs/operations.md promises", async () => {
   const unit = await Deno.readTextFile(UNIT);
   for (
     const line of [

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { createRelayHandler } from "../relay.ts";
-import { TestClient, testConfig } from "./helpers.ts";
+import { nextJson, TestClient, testConfig } from "./helpers.ts";
 
 Deno.test("createRelayHandler() mounts the relay on the embedding program's own Deno.serve", async () => {
   const config = testConfig({ websocket: { protocol: "json" } });
@@ -27,9 +27,9 @@ Deno.test("createRelayHandler() mounts the relay on the embedding program's own 
   assert.equal(await (await fetch(`${base}/app`)).text(), "the program's own route");
   const client = await TestClient.open(`${base.replace("http", "ws")}/ws`);
   client.send(JSON.stringify({ type: "subscribe", channel: "news" }));
-  assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+  assert.equal((await nextJson(client)).type, "subscribed");
   assert.equal(await relay.hub.publish("news", "from the embedding program"), 1);
-  assert.equal(JSON.parse(await client.next() as string).data, "from the embedding program");
+  assert.equal((await nextJson(client)).data, "from the embedding program");
   assert.equal(await relay.drain(), 0);
   assert.equal((await client.closed).code, 1001);
   assert.match(events.join(), /^connect (\w+),shutdown \1$/);
@@ -48,9 +48,9 @@ Deno.test("handleUpgrade() serves the relay's engine on the embedding program's 
     assert.equal(await (await fetch(`${base}/app`)).text(), "the program's own route");
     const client = await TestClient.open(`ws://127.0.0.1:${port}/ws`);
     client.send(JSON.stringify({ type: "subscribe", channel: "news" }));
-    assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+    assert.equal((await nextJson(client)).type, "subscribed");
     assert.equal(await relay.hub.publish("news", "from the embedding program"), 1);
-    assert.equal(JSON.parse(await client.next() as string).data, "from the embedding program");
+    assert.equal((await nextJson(client)).data, "from the embedding program");
     // The engine's limits hold here too: over max_message_bytes is 1009.
     const tooBig = await TestClient.open(`ws://127.0.0.1:${port}/ws`);
     tooBig.send("x".repeat(2048));

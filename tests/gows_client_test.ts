@@ -16,6 +16,7 @@ import { GoWsHub } from "../gows_hub.ts";
 import { commandWorks, GO_ENV, within } from "./helpers.ts";
 import { publish, type Received, startGoWsRelay, untimed } from "./gows.ts";
 import { brokerState, REDIS_AVAILABLE, RedisServer, RedisWatcher } from "./redis.ts";
+import { ChildOutput } from "./child_output.ts";
 
 const CLIENT = new URL("./interop/gows_client.go", import.meta.url).pathname;
 const KEY = "go-service-key";
@@ -39,28 +40,19 @@ interface ClientEvent {
 
 /** The Go client's stdout, one JSON line at a time, each wait bounded. */
 class Lines {
-  readonly #reader: ReadableStreamDefaultReader<string>;
-  #buffer = "";
+  readonly #output: ChildOutput;
 
   constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+    this.#output = new ChildOutput("the Go client", stream);
   }
 
   async next(what: string): Promise<ClientEvent> {
-    while (!this.#buffer.includes("\n")) {
-      const { value, done } = await within(this.#reader.read(), `the Go client: ${what}`);
-      if (done) throw new Error(`the Go client's output ended before ${what}: ${this.#buffer}`);
-      this.#buffer += value;
-    }
-    const at = this.#buffer.indexOf("\n");
-    const line = this.#buffer.slice(0, at);
-    this.#buffer = this.#buffer.slice(at + 1);
-    return JSON.parse(line);
+    return JSON.parse(await this.#output.line(what));
   }
 
   /** Stops reading (what is left is not needed). */
   async cancel(): Promise<void> {
-    await this.#reader.cancel();
+    await this.#output.cancel();
   }
 
   /** The next message as the Go client decoded it (and Go encodes it again). */

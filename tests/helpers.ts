@@ -133,15 +133,65 @@ export class TestClient {
   }
 }
 
+/** A `json` frame from the relay, with the fields the envelopes share typed. */
+export interface Envelope {
+  type: string;
+  channel?: string;
+  seq?: number;
+  epoch?: string;
+  recovered?: boolean;
+  data?: unknown;
+  [field: string]: unknown;
+}
+
 /** The next frame a `json` client receives, parsed. */
-export async function nextJson(client: TestClient): Promise<Record<string, unknown>> {
+export async function nextJson(client: TestClient): Promise<Envelope> {
   return JSON.parse(await client.next() as string);
 }
 
 /** Sends a `json` command (an object, or text as it is) and resolves with the next frame, parsed. */
-export async function ask(client: TestClient, command: unknown): Promise<Record<string, unknown>> {
+export async function ask(client: TestClient, command: unknown): Promise<Envelope> {
   client.send(typeof command === "string" ? command : JSON.stringify(command));
   return await nextJson(client);
+}
+
+/**
+ * A new `json` client subscribed to `channel` (from `since` under `epoch` when
+ * given), with the `subscribed` reply; fails unless that is the answer.
+ */
+export async function subscribe(
+  relay: Relay,
+  channel: string,
+  since?: number,
+  epoch?: string,
+): Promise<{ client: TestClient; reply: Subscribed }> {
+  const client = await TestClient.connect(relay);
+  const reply = await ask(client, { type: "subscribe", channel, since, epoch });
+  if (reply.type !== "subscribed") {
+    throw new Error(`subscribe to ${channel}: answered ${JSON.stringify(reply)}`);
+  }
+  return { client, reply: reply as Subscribed };
+}
+
+/** A `subscribed` reply, as {@link subscribe} returns it. */
+export interface Subscribed extends Envelope {
+  type: "subscribed";
+  channel: string;
+  seq: number;
+  epoch: string;
+}
+
+/** A WebSocket open to `url` (bounded), or a failure naming it. */
+export async function openWebSocket(url: string): Promise<WebSocket> {
+  const socket = new WebSocket(url);
+  await within(
+    new Promise((resolve, reject) => {
+      socket.onopen = resolve;
+      socket.onerror = () => reject(new Error(`cannot connect to ${url}`));
+    }),
+    `connecting to ${url}`,
+  );
+  return socket;
 }
 
 /** Resolves with the next `type` event the hub dispatches (bounded like {@link bounded}). */

@@ -11,6 +11,7 @@ import {
   commandWorks,
   httpBase,
   nextEvent,
+  nextJson,
   scrape,
   selfSigned,
   startTestRelay,
@@ -154,7 +155,7 @@ Deno.test("upgrades and publishes work under short deadlines, and an upgraded cl
   });
   const client = await TestClient.connect(relay);
   client.send(JSON.stringify({ type: "subscribe", channel: "a" }));
-  assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
+  assert.equal((await nextJson(client)).type, "subscribed");
   // A kept-alive connection opened now is closed only after every deadline above has passed.
   const idle = await connect(relay);
   await idle.write(encoder.encode("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
@@ -165,14 +166,14 @@ Deno.test("upgrades and publishes work under short deadlines, and an upgraded cl
   });
   assert.equal(response.status, 202);
   await response.body?.cancel();
-  assert.equal(JSON.parse(await client.next() as string).data, "before");
+  assert.equal((await nextJson(client)).data, "before");
   assert.match(
     await within(readToEnd(idle), "the idle connection to be closed"),
     /^HTTP\/1.1 200 /,
   );
   idle.close();
   await relay.hub.publish("a", "after");
-  assert.equal(JSON.parse(await client.next() as string).data, "after");
+  assert.equal((await nextJson(client)).data, "after");
   await client.close();
 });
 

@@ -9,21 +9,14 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Relay } from "../relay.ts";
-import { ask, nextJson, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import { ask, nextJson, scrape, startTestRelay, subscribe, TestClient } from "./helpers.ts";
 
 /** Padding that makes a message frame about 1,900 bytes: five fit in 10,000, six do not. */
 const PAD = 1800;
 
-async function subscribed(relay: Relay, channel: string): Promise<TestClient> {
-  const client = await TestClient.connect(relay);
-  assert.equal((await ask(client, { type: "subscribe", channel })).type, "subscribed");
-  return client;
-}
-
 Deno.test("the 129th channel of one connection is refused with too_many_channels, and the connection stays usable", async () => {
   await using relay = await startTestRelay({ websocket: { protocol: "json" } });
-  const canary = await subscribed(relay, "c128");
+  const canary = (await subscribe(relay, "c128")).client;
   const client = await TestClient.connect(relay);
   for (let i = 1; i <= 128; i++) {
     client.send(JSON.stringify({ type: "subscribe", channel: `c${i}`, id: i }));
@@ -58,7 +51,7 @@ Deno.test("a channel's history past history_max_bytes drops its oldest, counted,
     websocket: { protocol: "json" },
     channels: { history_max_bytes: 10_000 },
   });
-  const canary = await subscribed(relay, "log");
+  const canary = (await subscribe(relay, "log")).client;
   for (let n = 1; n <= 10; n++) await relay.hub.publish("log", { n, pad: "x".repeat(PAD) });
   for (let seq = 1; seq <= 10; seq++) assert.equal((await nextJson(canary)).seq, seq);
   const samples = await scrape(relay);
@@ -80,7 +73,7 @@ Deno.test("history of all channels past max_history_bytes_total drops the oldest
     websocket: { protocol: "json" },
     channels: { max_history_bytes_total: 10_000 },
   });
-  const canary = await subscribed(relay, "f9");
+  const canary = (await subscribe(relay, "f9")).client;
   // Ten fresh channels, one message each; only f9 has a subscriber.
   for (let i = 1; i <= 10; i++) await relay.hub.publish(`f${i}`, { i, pad: "x".repeat(PAD) });
   assert.equal(((await nextJson(canary)).data as { i: number }).i, 9);

@@ -6,6 +6,7 @@
  * @module
  */
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
+import { ChildOutput } from "./child_output.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -57,18 +58,20 @@ export async function runRelay(
  */
 export class WatchedProcess implements AsyncDisposable {
   readonly child: Deno.ChildProcess;
-  /** Everything the process wrote to stderr so far. */
-  stderr = "";
   readonly #name: string;
   readonly #group: boolean;
-  #reader: ReadableStreamDefaultReader<string>;
-  #read: Promise<ReadableStreamReadResult<string>> | undefined;
+  readonly #stderr: ChildOutput;
 
   protected constructor(name: string, child: Deno.ChildProcess, group: boolean) {
     this.#name = name;
     this.child = child;
     this.#group = group;
-    this.#reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    this.#stderr = new ChildOutput(name, child.stderr);
+  }
+
+  /** Everything the process wrote to stderr so far. */
+  get stderr(): string {
+    return this.#stderr.text;
   }
 
   /**
@@ -93,31 +96,9 @@ export class WatchedProcess implements AsyncDisposable {
     return new WatchedProcess(name, child, group);
   }
 
-  /** Reads stderr until `pattern` matches; throws if the process ends first. */
-  async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      const match = this.stderr.match(pattern);
-      if (match) return match;
-      // A read that outlives the deadline is kept for the next call, never lost.
-      this.#read ??= this.#reader.read();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const expired = new Promise<"expired">((resolve) => {
-        timer = setTimeout(() => resolve("expired"), Math.max(0, deadline - Date.now()));
-      });
-      const result = await Promise.race([this.#read, expired]);
-      clearTimeout(timer);
-      if (result === "expired") {
-        throw new Error(
-          `${this.#name} did not print ${pattern} within ${timeoutMs} ms:\n${this.stderr}`,
-        );
-      }
-      this.#read = undefined;
-      if (result.done) {
-        throw new Error(`${this.#name} ended without printing ${pattern}:\n${this.stderr}`);
-      }
-      this.stderr += result.value;
-    }
+  /** Reads stderr until `pattern` matches; throws if the process ends or `timeoutMs` pass first. */
+  waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+    return this.#stderr.waitFor(pattern, timeoutMs);
   }
 
   /** Sends `signal` to the whole process group (started in one), as a Ctrl-C does. */
@@ -128,12 +109,7 @@ export class WatchedProcess implements AsyncDisposable {
 
   /** Reads the rest of stderr and the exit code. */
   async exit(): Promise<number> {
-    while (true) {
-      const { value, done } = await (this.#read ?? this.#reader.read());
-      this.#read = undefined;
-      if (done) break;
-      this.stderr += value;
-    }
+    await this.#stderr.rest();
     return (await this.child.status).code;
   }
 

@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { connectRaw, httpBase, scrape, startTestRelay, TestClient } from "./helpers.ts";
+import {
+  connectRaw,
+  httpBase,
+  nextJson,
+  scrape,
+  startTestRelay,
+  subscribe,
+  TestClient,
+} from "./helpers.ts";
 import type { Relay } from "../relay.ts";
 
 const KEY = "publish-key-1";
@@ -12,19 +20,15 @@ function post(
   return fetch(`${httpBase(relay)}api/publish`, { method: "POST", body, headers });
 }
 
-async function subscribe(relay: Relay, channel: string): Promise<TestClient> {
-  const client = await TestClient.connect(relay);
-  client.send(JSON.stringify({ type: "subscribe", channel }));
-  assert.equal(JSON.parse(await client.next() as string).type, "subscribed");
-  return client;
-}
-
 Deno.test("publish API: 202 with local deliveries, single and batch, in order", async () => {
   await using relay = await startTestRelay({
     websocket: { protocol: "json" },
     auth: { publish_keys: [KEY] },
   });
-  const [a, b] = [await subscribe(relay, "runs.1"), await subscribe(relay, "runs.1")];
+  const [a, b] = [
+    (await subscribe(relay, "runs.1")).client,
+    (await subscribe(relay, "runs.1")).client,
+  ];
   const single = await post(relay, JSON.stringify({ channel: "runs.1", data: { step: 1 } }));
   assert.equal(single.status, 202);
   assert.deepEqual(await single.json(), { messages: 1, delivered: 2 });
@@ -39,7 +43,7 @@ Deno.test("publish API: 202 with local deliveries, single and batch, in order", 
   assert.deepEqual(await batch.json(), { messages: 3, delivered: 4 });
   for (const client of [a, b]) {
     const seen = [];
-    for (let i = 0; i < 3; i++) seen.push(JSON.parse(await client.next() as string).data);
+    for (let i = 0; i < 3; i++) seen.push((await nextJson(client)).data);
     assert.deepEqual(seen, [{ step: 1 }, "two", 3]);
   }
   const samples = await scrape(relay);
@@ -84,7 +88,7 @@ Deno.test("publish API: 400 names the field of every bad message, single or at i
     websocket: { protocol: "json" },
     auth: { publish_keys: [KEY] },
   });
-  const subscriber = await subscribe(relay, "ok");
+  const subscriber = (await subscribe(relay, "ok")).client;
   const cases: [unknown, string][] = [
     [{ channel: 5, data: 1 }, "channel: must be a string (got number)"],
     [{ channel: null, data: 1 }, "channel: must be a string (got null)"],
@@ -128,7 +132,7 @@ Deno.test("publish API: 400 names the field of every bad message, single or at i
   }
   const good = await post(relay, JSON.stringify({ channel: "ok", data: "after" }));
   assert.deepEqual(await good.json(), { messages: 1, delivered: 1 });
-  const first = JSON.parse(await subscriber.next() as string);
+  const first = await nextJson(subscriber);
   assert.equal(first.data, "after", "no message of a refused request was delivered");
   const samples = await scrape(relay);
   assert.equal(samples.get('relay_publish_requests_total{status="400"}'), cases.length);

@@ -18,6 +18,7 @@ import {
   startTestRelay,
   within,
 } from "./helpers.ts";
+import { ChildOutput } from "./child_output.ts";
 
 /** Whether `redis-server` can run here; the broker tests are skipped without it. */
 export const REDIS_AVAILABLE: boolean = await commandWorks("redis-server", ["--version"]);
@@ -49,17 +50,10 @@ export class RedisServer implements AsyncDisposable {
       stdout: "piped",
       stderr: "null",
     }).spawn();
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
-    while (!seen.includes("Ready to accept connections")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`redis-server did not start on ${port}:\n${seen}`);
-      seen += value;
-    }
+    const stdout = new ChildOutput("redis-server", child.stdout);
+    await stdout.waitFor(/Ready to accept connections/);
     // Keep draining so the server never blocks on a full pipe.
-    (async () => {
-      while (!(await reader.read()).done);
-    })();
+    stdout.drain();
     return new RedisServer(port, child);
   }
 

@@ -18,6 +18,7 @@ import {
   nextJson,
   scrape,
   startTestRelay,
+  subscribe,
   TestClient,
 } from "./helpers.ts";
 import { Opcode } from "./raw_ws.ts";
@@ -33,17 +34,10 @@ async function publishHistory(relay: Relay, channel: string, count: number, pad:
 }
 
 /** A client subscribed to `channel` from now on; resolves with it and the reply. */
-async function subscribed(relay: Relay, channel: string) {
-  const client = await TestClient.connect(relay);
-  const reply = await ask(client, { type: "subscribe", channel });
-  assert.equal(reply.type, "subscribed");
-  return { client, reply };
-}
-
 Deno.test("a replay far larger than the send budget reaches a client that reads normally in full, then the live messages", async () => {
   await using relay = await startTestRelay({ websocket: SMALL_BUDGET });
   await publishHistory(relay, "big", HISTORY, PAD);
-  const canary = await subscribed(relay, "big");
+  const canary = await subscribe(relay, "big");
   assert.equal(canary.reply.seq, HISTORY);
   const late = await TestClient.connect(relay);
   const publisher = await TestClient.connect(relay);
@@ -75,7 +69,7 @@ Deno.test("a replay far larger than the send budget reaches a client that reads 
 Deno.test("live messages published during a replay wait behind it and follow it in seq order, once", async () => {
   await using relay = await startTestRelay({ websocket: SMALL_BUDGET });
   await publishHistory(relay, "big", HISTORY, PAD);
-  const canary = await subscribed(relay, "big");
+  const canary = await subscribe(relay, "big");
   const replayed = nextEvent(relay.hub, "replayed");
   using raw = await connectRaw(relay);
   // The subscribe and five publishes in one write: the hub handles them in
@@ -111,7 +105,7 @@ Deno.test("a recovery larger than max_replay_bytes is answered recovered: false,
     channels: { max_replay_bytes: 1_000_000 },
   });
   await publishHistory(relay, "big", HISTORY, PAD);
-  const canary = await subscribed(relay, "big");
+  const canary = await subscribe(relay, "big");
   const client = await TestClient.connect(relay);
   for (let attempt = 0; attempt < 3; attempt++) {
     const reply = await ask(client, { type: "subscribe", channel: "big", since: 0 });
