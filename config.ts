@@ -16,8 +16,8 @@
  */
 import { Document, isMap, isScalar, isSeq, LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
-import { parseDuration } from "./duration.ts";
-import { isGoWsPrefix } from "./gows.ts";
+import { parseDuration } from "./base/duration.ts";
+import { isGoWsPrefix } from "./core/gows.ts";
 
 /** Thrown for any config the relay refuses; `main.ts` turns it into exit code 2. */
 export class ConfigError extends Error {

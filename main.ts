@@ -11,10 +11,10 @@
 import { getLogger } from "@logtape/logtape";
 import { parseFlags, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
-import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
+import { configureLogging, errorFields, logUncaughtErrors } from "./base/log.ts";
 import { RelayStartError, startRelay } from "./relay.ts";
 import { checkReport, checkStartupFiles, describeDeployment, startupWarnings } from "./startup.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "./base/version.ts";
 
 const DEFAULT_CONFIG_FILE = "config.yaml";
 

@@ -36,10 +36,10 @@ export {
   type HubOptions,
   type RelayMessage,
   type ReplayEventDetail,
-} from "./hub.ts";
-export { type Client, CloseCode, SERVER_CLOSES, type ServerClose } from "./client.ts";
-export { type GoWsFields, type GoWsMessageInput } from "./gows.ts";
-export { GoWsError, GoWsHub } from "./gows_hub.ts";
+} from "./core/hub.ts";
+export { type Client, CloseCode, SERVER_CLOSES, type ServerClose } from "./core/client.ts";
+export { type GoWsFields, type GoWsMessageInput } from "./core/gows.ts";
+export { GoWsError, GoWsHub } from "./core/gows_hub.ts";
 export {
   createRelayHandler,
   type HandlerOptions,
@@ -55,8 +55,8 @@ export {
   ReconnectingClient,
   type ReconnectingClientOptions,
   type RelayError,
-} from "./reconnecting_client.ts";
-export type { Clock } from "./reconnecting_client.ts";
+} from "./client/reconnecting_client.ts";
+export type { Clock } from "./client/reconnecting_client.ts";
 export {
   BrokerStats,
   DISCONNECT_REASONS,
@@ -68,6 +68,6 @@ export {
   REJECT_REASONS,
   type RejectReason,
   RelayStats,
-} from "./stats.ts";
-export { PROTOCOL_ERRORS, type ProtocolErrorCode } from "./protocol.ts";
-export { VERSION } from "./version.ts";
+} from "./core/stats.ts";
+export { PROTOCOL_ERRORS, type ProtocolErrorCode } from "./core/protocol.ts";
+export { VERSION } from "./base/version.ts";

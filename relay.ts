@@ -18,13 +18,13 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import type { RedisBroker } from "./broker.ts";
-import { meshLink, RelayWorker } from "./cluster.ts";
+import type { RedisBroker } from "./scale/broker.ts";
+import { meshLink, RelayWorker } from "./scale/cluster.ts";
 import { type Config, durationMs } from "./config.ts";
-import { Hub, type HubOptions, linkHost } from "./hub.ts";
-import { plural } from "./log.ts";
-import type { MetricsSnapshot } from "./metrics.ts";
-import { formatHost, listenNode, type NodeListener } from "./node_server.ts";
+import { Hub, type HubOptions, linkHost } from "./core/hub.ts";
+import { plural } from "./base/log.ts";
+import type { MetricsSnapshot } from "./edge/metrics.ts";
+import { formatHost, listenNode, type NodeListener } from "./edge/node_server.ts";
 import {
   createEdge,
   type HandlerOptions,
@@ -32,12 +32,12 @@ import {
   listenMetrics,
   type RelayHandler,
   RelayStartError,
-} from "./server.ts";
-import { BrokerStats, RelayStats } from "./stats.ts";
+} from "./edge/server.ts";
+import { BrokerStats, RelayStats } from "./core/stats.ts";
 import { readTlsFiles } from "./startup.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "./base/version.ts";
 
-export { type HandlerOptions, type RelayHandler, RelayStartError } from "./server.ts";
+export { type HandlerOptions, type RelayHandler, RelayStartError } from "./edge/server.ts";
 
 /** A running relay, as {@link startRelay} returns it. */
 export interface Relay extends AsyncDisposable {
@@ -238,10 +238,10 @@ async function newHub(
   if (config.broker.type === "none") return { hub: new Hub(hubOptions(config)) };
   if (config.websocket.protocol === "go-ws") {
     // go-ws's RedisBridge format on go-ws's channels instead of the relay's bus.
-    const { startGoWsBridge } = await import("./gows_bridge.ts");
+    const { startGoWsBridge } = await import("./scale/gows_bridge.ts");
     return startGoWsBridge(config, hubOptions(config));
   }
-  const { RedisBroker } = await import("./broker.ts");
+  const { RedisBroker } = await import("./scale/broker.ts");
   const options = hubOptions(config);
   const stats = new BrokerStats();
   const broker = new RedisBroker({

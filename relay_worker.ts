@@ -7,9 +7,9 @@
  */
 /// <reference lib="deno.worker" />
 import { getLogger } from "@logtape/logtape";
-import { meshLink, type WorkerReply, type WorkerRequest } from "./cluster.ts";
-import { Hub, type RelayMessage } from "./hub.ts";
-import { configureLogging, errorFields, logUncaughtErrors } from "./log.ts";
+import { meshLink, type WorkerReply, type WorkerRequest } from "./scale/cluster.ts";
+import { Hub, type RelayMessage } from "./core/hub.ts";
+import { configureLogging, errorFields, logUncaughtErrors } from "./base/log.ts";
 import { hubOptions, type Relay, serveRelay } from "./relay.ts";
 
 let relay: Relay | undefined;

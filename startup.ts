@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { Authenticator } from "./auth.ts";
+import { Authenticator } from "./edge/auth.ts";
 import { type Config, type EnvReport, formatConfig, type LoadedConfig } from "./config.ts";
-import { plural } from "./log.ts";
+import { plural } from "./base/log.ts";
 
 /**
  * One line saying what this relay will be, for the start-up log and

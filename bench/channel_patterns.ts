@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { globMatches } from "../protocol.ts";
+import { globMatches } from "../core/protocol.ts";
 
 /**
  * The matcher `ChannelPatterns` used before: one regular expression built

@@ -15,7 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { plural } from "../log.ts";
+import { plural } from "../base/log.ts";
 import { RELAY_RUNTIME_FLAGS } from "../runtime_flags.ts";
 import type { Result, Scenario } from "./loadgen.ts";
 import { ChildOutput } from "../tests/child_output.ts";

@@ -15,7 +15,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { parseDuration } from "../duration.ts";
+import { parseDuration } from "../base/duration.ts";
 import { freePort } from "../tests/helpers.ts";
 import { MemoryProbe, round1, sample } from "./memory.ts";
 import { startServer } from "./run.ts";

@@ -1,4 +1,4 @@
-// reconnecting_client.ts
+// client/reconnecting_client.ts
 var RELAY_SUBPROTOCOL = "relay";
 var BEARER_PREFIX = "bearer.";
 function offeredSubprotocols(options) {

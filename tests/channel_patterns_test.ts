@@ -11,7 +11,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { ChannelPatterns, globMatches } from "../protocol.ts";
+import { ChannelPatterns, globMatches } from "../core/protocol.ts";
 import { regexMatcher } from "../bench/channel_patterns.ts";
 import { Random } from "./engine/wire.ts";
 

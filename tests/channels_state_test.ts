@@ -14,10 +14,10 @@ import {
   newChannel,
   newReplay,
   subscribeAnswer,
-} from "../channels.ts";
-import type { Client } from "../client.ts";
+} from "../core/channels.ts";
+import type { Client } from "../core/client.ts";
 import { Outbound } from "../engine/frame.ts";
-import { type HistoryEntry, HistoryLedger, replayComplete } from "../history.ts";
+import { type HistoryEntry, HistoryLedger, replayComplete } from "../core/history.ts";
 
 const client = (id: string) => ({ id }) as unknown as Client;
 

@@ -9,7 +9,7 @@ import {
   loadConfig,
   parseConfig,
 } from "../config.ts";
-import { parseDuration } from "../duration.ts";
+import { parseDuration } from "../base/duration.ts";
 import { KUBERNETES_SERVICE_LINKS } from "./helpers.ts";
 
 const fails = (yaml: string, message: string | RegExp, env: Record<string, string> = {}) =>

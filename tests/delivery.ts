@@ -11,7 +11,7 @@ import {
   type ChannelMessage,
   ReconnectingClient,
   type ReconnectingClientOptions,
-} from "../reconnecting_client.ts";
+} from "../client/reconnecting_client.ts";
 import { Conditions } from "./wait.ts";
 
 /** One thing the application saw: a number delivered, or a resync of its channel. */

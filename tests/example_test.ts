@@ -12,7 +12,7 @@ Deno.test("example/reconnecting_client.js is the current bundle of reconnecting_
         "--quiet",
         "--platform",
         "browser",
-        "reconnecting_client.ts",
+        "client/reconnecting_client.ts",
         "-o",
         `${dir}/out.js`,
       ],

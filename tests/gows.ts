@@ -7,7 +7,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { isRfc3339 } from "../gows.ts";
+import { isRfc3339 } from "../core/gows.ts";
 import type { Relay } from "../relay.ts";
 import { type ConfigPatch, httpBase, startTestRelay, TestClient } from "./helpers.ts";
 

@@ -9,7 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { GoWsHub } from "../gows_hub.ts";
+import { GoWsHub } from "../core/gows_hub.ts";
 import type { Relay } from "../relay.ts";
 import { type ConfigPatch, freePort, httpBase, scrape, type TestClient } from "./helpers.ts";
 import {

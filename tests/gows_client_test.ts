@@ -11,8 +11,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { isRfc3339 } from "../gows.ts";
-import { GoWsHub } from "../gows_hub.ts";
+import { isRfc3339 } from "../core/gows.ts";
+import { GoWsHub } from "../core/gows_hub.ts";
 import { commandWorks, GO_ENV, within } from "./helpers.ts";
 import { publish, type Received, startGoWsRelay, untimed } from "./gows.ts";
 import { brokerState, REDIS_AVAILABLE, RedisServer, RedisWatcher } from "./redis.ts";

@@ -10,8 +10,8 @@
 import assert from "node:assert/strict";
 import { SignJWT } from "jose";
 import { parseConfig } from "../config.ts";
-import { decodeGoWsMessage, isRfc3339 } from "../gows.ts";
-import { GoWsError, GoWsHub } from "../gows_hub.ts";
+import { decodeGoWsMessage, isRfc3339 } from "../core/gows.ts";
+import { GoWsError, GoWsHub } from "../core/gows_hub.ts";
 import { describeDeployment } from "../startup.ts";
 import { nextEvent, startTestRelay, TestClient } from "./helpers.ts";
 import {

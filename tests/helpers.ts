@@ -7,7 +7,7 @@
  */
 import net from "node:net";
 import { type Config, DEFAULT_CONFIG } from "../config.ts";
-import type { Hub } from "../hub.ts";
+import type { Hub } from "../core/hub.ts";
 import { type Relay, startRelay } from "../relay.ts";
 import { RawWebSocket } from "./raw_ws.ts";
 import { bounded, WAIT_MS, within } from "./wait.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { History, HistoryLedger } from "../history.ts";
-import { RelayStats } from "../stats.ts";
+import { History, HistoryLedger } from "../core/history.ts";
+import { RelayStats } from "../core/stats.ts";
 
 const entry = (seq: number, time = 0) => ({ seq, time, frame: `m${seq}` });
 

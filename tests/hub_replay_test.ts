@@ -10,11 +10,11 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { Client } from "../client.ts";
+import { Client } from "../core/client.ts";
 import type { Connection, ConnectionHandler, SendResult } from "../engine/connection.ts";
 import type { Outbound } from "../engine/frame.ts";
-import { clientHost, Hub, type HubOptions } from "../hub.ts";
-import { encodeMessage } from "../protocol.ts";
+import { clientHost, Hub, type HubOptions } from "../core/hub.ts";
+import { encodeMessage } from "../core/protocol.ts";
 
 /** The bytes of the envelope of `data` as message `seq` of "big" in `epoch` (all ASCII here). */
 const envelope = (data: unknown, seq: number, epoch: string) =>

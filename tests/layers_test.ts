@@ -1,22 +1,41 @@
 /**
- * The import graph keeps the layers of `/work/shared/DESIGN.md`: no import
- * circles among the relay's modules, and scale-out (the Redis broker,
- * go-ws's Redis bridge, the worker mesh) imported only by the composition
- * root (`relay.ts`) and the entry points. The graph is the one Deno
- * resolves (`deno info --json`), type-only and dynamic imports included.
+ * The import graph keeps the layers the folders show (AGENTS.md): no import
+ * circles among the relay's modules, each folder importing only the layers
+ * below it, and scale-out (the Redis broker, go-ws's Redis bridge, the
+ * worker mesh) imported only by the composition root (`relay.ts`) and the
+ * entry points. The graph is the one Deno resolves (`deno info --json`),
+ * type-only and dynamic imports included.
  */
 import assert from "node:assert/strict";
 
 const ROOT = new URL("../", import.meta.url).href;
 
 /** Where the graph starts: every entry point of the relay. */
-const ENTRY_POINTS = ["main.ts", "mod.ts", "relay_worker.ts", "reconnecting_client.ts"];
+const ENTRY_POINTS = [
+  "main.ts",
+  "mod.ts",
+  "relay_worker.ts",
+  "client/reconnecting_client.ts",
+];
 
-/** Scale-out: loaded by the composition root, never by the edge or the core. */
-const SCALE = new Set(["broker.ts", "gows_bridge.ts", "cluster.ts", "relay_worker.ts"]);
+/**
+ * The folders each folder may import besides itself. The root's modules
+ * (entry points, composition root, start-up, the config) may import any;
+ * of the root, the edge and scale import only `config.ts`, the settings
+ * they are built from.
+ */
+const MAY_IMPORT: Record<string, string[]> = {
+  engine: [],
+  core: ["engine"],
+  client: [],
+  base: [],
+  edge: ["core", "engine", "base", "config.ts"],
+  // The worker mesh sums every worker's metrics, so scale reads the edge's registry.
+  scale: ["core", "engine", "base", "edge", "config.ts"],
+};
 
-/** The modules that may import scale-out: the root, the entry points, and scale itself. */
-const MAY_IMPORT_SCALE = new Set(["relay.ts", "main.ts", "mod.ts", ...SCALE]);
+/** The folder a module lives in, or "" at the root. */
+const folder = (module: string) => module.includes("/") ? module.slice(0, module.indexOf("/")) : "";
 
 /** Module → the relay modules it imports, by path from the repository root. */
 type Graph = Map<string, Set<string>>;
@@ -90,16 +109,22 @@ Deno.test("cycles() finds an import circle and passes a tree", () => {
 
 Deno.test("the relay's modules import one another without circles", async () => {
   const graph = await importGraph();
-  assert.ok(graph.has("relay.ts") && graph.has("server.ts") && graph.has("hub.ts"));
+  assert.ok(graph.has("relay.ts") && graph.has("edge/server.ts") && graph.has("core/hub.ts"));
   assert.deepEqual(cycles(graph).map((cycle) => cycle.join(" -> ")), []);
 });
 
-Deno.test("only the composition root and the entry points import scale-out", async () => {
+Deno.test("each folder imports only the layers below it; scale-out only the root imports", async () => {
   const graph = await importGraph();
+  assert.ok(graph.has("edge/server.ts") && graph.has("scale/broker.ts"));
   const offending = [];
   for (const [from, imports] of graph) {
-    if (MAY_IMPORT_SCALE.has(from)) continue;
-    for (const to of imports) if (SCALE.has(to)) offending.push(`${from} -> ${to}`);
+    const allowed = MAY_IMPORT[folder(from)];
+    if (allowed === undefined) continue;
+    for (const to of imports) {
+      const target = folder(to) || to;
+      if (!to.endsWith(".ts") || target === folder(from) || allowed.includes(target)) continue;
+      offending.push(`${from} -> ${to}`);
+    }
   }
   assert.deepEqual(offending, []);
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { exportSPKI, generateKeyPair } from "jose";
 import { parseFlags } from "../cli.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../base/version.ts";
 import { KUBERNETES_SERVICE_LINKS, TestClient } from "./helpers.ts";
 import { RelayProcess, runRelay, withConfig } from "./process.ts";
 import { Opcode, RawWebSocket } from "./raw_ws.ts";

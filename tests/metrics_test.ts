@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Relay } from "../relay.ts";
-import { VERSION } from "../version.ts";
+import { VERSION } from "../base/version.ts";
 import { REDIS_AVAILABLE, RedisServer } from "./redis.ts";
 import {
   commandWorks,

@@ -21,7 +21,7 @@ Deno.test("deno publish --dry-run accepts the package: explicit types, the libra
   for (
     const file of [
       "mod.ts",
-      "reconnecting_client.ts",
+      "client/reconnecting_client.ts",
       "relay_worker.ts",
       "example/index.html",
       "example/reconnecting_client.js",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { AsyncQueue } from "../queue.ts";
+import { AsyncQueue } from "../core/queue.ts";
 
 Deno.test("AsyncQueue yields what was pushed in one turn as one batch, in order", async () => {
   const queue = new AsyncQueue<number>();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import WsWebSocket from "ws";
-import { type Clock, ReconnectingClient } from "../reconnecting_client.ts";
+import { type Clock, ReconnectingClient } from "../client/reconnecting_client.ts";
 import type { Relay } from "../relay.ts";
 import { Application, judge } from "./delivery.ts";
 import { CuttableProxy, freePort, startTestRelay, within } from "./helpers.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { ReplayEventDetail } from "../hub.ts";
+import type { ReplayEventDetail } from "../core/hub.ts";
 import type { Relay } from "../relay.ts";
 import {
   ask,

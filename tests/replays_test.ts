@@ -5,10 +5,10 @@
  * is proven in `replay_test.ts` and `hub_replay_test.ts`.
  */
 import assert from "node:assert/strict";
-import { type Channel, newChannel, newReplay, type Replay } from "../channels.ts";
-import type { Client } from "../client.ts";
+import { type Channel, newChannel, newReplay, type Replay } from "../core/channels.ts";
+import type { Client } from "../core/client.ts";
 import type { Outbound } from "../engine/frame.ts";
-import { ReplayPacer } from "../replays.ts";
+import { ReplayPacer } from "../core/replays.ts";
 
 class FakeClient {
   drained = true;

@@ -16,7 +16,7 @@ import type { ConfigPatch } from "../helpers.ts";
 import { ask, nextEvent, nextJson, TestClient, testConfig } from "../helpers.ts";
 import { Opcode, RawWebSocket } from "../raw_ws.ts";
 import { createRelayHandler } from "../../relay.ts";
-import type { DisconnectReason } from "../../stats.ts";
+import type { DisconnectReason } from "../../core/stats.ts";
 import { within } from "../wait.ts";
 
 /** The relay served from a program's own `Deno.serve`, as an embedding program would. */

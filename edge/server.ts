@@ -12,13 +12,13 @@
 import { getLogger } from "@logtape/logtape";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import { Client } from "./client.ts";
-import { type Config, durationMs } from "./config.ts";
+import { Client } from "../core/client.ts";
+import { type Config, durationMs } from "../config.ts";
 import { Authenticator, type Grant, type RequestHead } from "./auth.ts";
-import type { Connection } from "./engine/connection.ts";
-import { WebSocketEngine } from "./engine/engine.ts";
-import { checkHandshake, httpAnswer, type Refusal } from "./engine/handshake.ts";
-import { RuntimeConnection } from "./engine/runtime_connection.ts";
+import type { Connection } from "../engine/connection.ts";
+import { WebSocketEngine } from "../engine/engine.ts";
+import { checkHandshake, httpAnswer, type Refusal } from "../engine/handshake.ts";
+import { RuntimeConnection } from "../engine/runtime_connection.ts";
 import {
   destroySocket,
   formatHost,
@@ -28,10 +28,10 @@ import {
   type NodeListener,
   remoteOf,
 } from "./node_server.ts";
-import { clientHost, type Hub } from "./hub.ts";
+import { clientHost, type Hub } from "../core/hub.ts";
 import { createPublishHandler, PUBLISH_PATH, type Unavailable } from "./publish_api.ts";
 import { createMetricsHandler, type MetricsSource } from "./metrics.ts";
-import type { RejectReason, RelayStats } from "./stats.ts";
+import type { RejectReason, RelayStats } from "../core/stats.ts";
 
 /** Thrown when the relay cannot start (port taken, TLS files unreadable); exit code 1. */
 export class RelayStartError extends Error {
@@ -363,7 +363,7 @@ async function readExample(): Promise<
       ["reconnecting_client.js", "text/javascript; charset=utf-8"],
     ]
   ) {
-    const url = new URL(`./example/${name}`, import.meta.url);
+    const url = new URL(`../example/${name}`, import.meta.url);
     try {
       files.set(`/${name}`, { body: await Deno.readFile(url), type });
     } catch (error) {

@@ -38,7 +38,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Client, ClientHost } from "./client.ts";
-import { Outbound, utf8Length } from "./engine/frame.ts";
+import { Outbound, utf8Length } from "../engine/frame.ts";
 import {
   type Channel,
   encoded,

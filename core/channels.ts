@@ -8,7 +8,7 @@
  * @module
  */
 import type { Client } from "./client.ts";
-import { Outbound, utf8Length } from "./engine/frame.ts";
+import { Outbound, utf8Length } from "../engine/frame.ts";
 import { History, type HistoryEntry, type HistoryLedger, replayComplete } from "./history.ts";
 
 /** A channel's state as a broker keeps it, for a subscribe. */

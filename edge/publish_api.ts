@@ -18,12 +18,12 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Authenticator } from "./auth.ts";
-import type { Config } from "./config.ts";
-import { parseGoWsPublish } from "./gows.ts";
-import type { Hub } from "./hub.ts";
-import { errorFields } from "./log.ts";
-import { channelNameProblem } from "./protocol.ts";
-import type { RelayStats } from "./stats.ts";
+import type { Config } from "../config.ts";
+import { parseGoWsPublish } from "../core/gows.ts";
+import type { Hub } from "../core/hub.ts";
+import { errorFields } from "../base/log.ts";
+import { channelNameProblem } from "../core/protocol.ts";
+import type { RelayStats } from "../core/stats.ts";
 
 const log = getLogger(["relay", "publish"]);
 

@@ -10,9 +10,9 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
-import type { HubLink, RelayMessage } from "./hub.ts";
-import type { MetricsSnapshot } from "./metrics.ts";
+import type { Config } from "../config.ts";
+import type { HubLink, RelayMessage } from "../core/hub.ts";
+import type { MetricsSnapshot } from "../edge/metrics.ts";
 
 /** What this thread asks of a worker; each request gets one reply with its `id`. */
 export type WorkerRequest =
@@ -78,7 +78,7 @@ export function meshLink(index: number, ports: (MessagePort | undefined)[]): Hub
 
 /** One worker (`relay_worker.ts`) and its pending requests. */
 export class RelayWorker {
-  readonly #worker = new Worker(new URL("./relay_worker.ts", import.meta.url), {
+  readonly #worker = new Worker(new URL("../relay_worker.ts", import.meta.url), {
     type: "module",
   });
   readonly #pending = new Map<number, (reply: WorkerReply) => void>();

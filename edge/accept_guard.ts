@@ -25,8 +25,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Server } from "node:net";
-import { plural } from "./log.ts";
-import type { RelayStats } from "./stats.ts";
+import { plural } from "../base/log.ts";
+import type { RelayStats } from "../core/stats.ts";
 
 /** How often listeners are re-armed and descriptors checked. */
 export const ACCEPT_RETRY_MS = 250;

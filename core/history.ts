@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { Outbound } from "./engine/frame.ts";
+import type { Outbound } from "../engine/frame.ts";
 import { HISTORY_DROP_REASONS, type HistoryDropReason, zeroes } from "./stats.ts";
 
 /** A message as history keeps it: the frame every subscriber got. */

@@ -16,10 +16,17 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
-import type { Config } from "./config.ts";
+
+/** The `log` settings (config.ts's `log` section has this shape). */
+export interface LogOptions {
+  /** The lowest level written. */
+  level: LogLevel;
+  /** Lines of text, or one JSON object per line. */
+  format: "text" | "json";
+}
 
 /** Routes the relay's logs to stderr at the configured level and format. */
-export async function configureLogging(options: Config["log"]): Promise<void> {
+export async function configureLogging(options: LogOptions): Promise<void> {
   const formatter = options.format === "json"
     ? formatJsonLine
     : getTextFormatter({ timestamp: "date-time-timezone", value: "bare" });
@@ -33,7 +40,7 @@ export async function configureLogging(options: Config["log"]): Promise<void> {
     reset: true,
     sinks: { stderr },
     loggers: [
-      { category: ["relay"], lowestLevel: options.level as LogLevel, sinks: ["stderr"] },
+      { category: ["relay"], lowestLevel: options.level, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });

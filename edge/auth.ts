@@ -12,8 +12,8 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { errors, importSPKI, jwtVerify, type JWTVerifyOptions } from "jose";
-import { type Config, durationMs } from "./config.ts";
-import { ChannelPatterns } from "./protocol.ts";
+import { type Config, durationMs } from "../config.ts";
+import { ChannelPatterns } from "../core/protocol.ts";
 
 /** Why an upgrade was refused by auth; counted as a rejection reason. */
 export type AuthFailure = "auth_missing" | "auth_invalid" | "auth_expired" | "subprotocol";

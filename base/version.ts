@@ -4,7 +4,7 @@
  *
  * @module
  */
-import denoConfig from "./deno.json" with { type: "json" };
+import denoConfig from "../deno.json" with { type: "json" };
 
 /** The version `--version` prints and `relay_build_info` reports. */
 export const VERSION: string = denoConfig.version;

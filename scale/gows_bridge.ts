@@ -32,8 +32,8 @@ import { getLogger } from "@logtape/logtape";
 import type { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
-import type { Config } from "./config.ts";
-import { utf8Length } from "./engine/frame.ts";
+import type { Config } from "../config.ts";
+import { utf8Length } from "../engine/frame.ts";
 import {
   decodeGoWsMessage,
   encodeGoWsMessage,
@@ -41,7 +41,7 @@ import {
   type GoWsMessage,
   goWsNow,
   isGoWsProcessId,
-} from "./gows.ts";
+} from "../core/gows.ts";
 import {
   Hub,
   type HubLink,
@@ -49,8 +49,8 @@ import {
   type LinkHost,
   linkHost,
   type RelayMessage,
-} from "./hub.ts";
-import { BrokerStats } from "./stats.ts";
+} from "../core/hub.ts";
+import { BrokerStats } from "../core/stats.ts";
 
 const log = getLogger(["relay", "gows"]);
 

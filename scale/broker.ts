@@ -54,11 +54,11 @@ import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
-import { type Config, durationMs } from "./config.ts";
-import type { Recovery } from "./channels.ts";
-import type { HubLink, LinkHost, RelayMessage } from "./hub.ts";
-import { replayComplete } from "./history.ts";
-import type { BrokerStats } from "./stats.ts";
+import { type Config, durationMs } from "../config.ts";
+import type { Recovery } from "../core/channels.ts";
+import type { HubLink, LinkHost, RelayMessage } from "../core/hub.ts";
+import { replayComplete } from "../core/history.ts";
+import type { BrokerStats } from "../core/stats.ts";
 
 const log = getLogger(["relay", "broker"]);
 

@@ -11,7 +11,7 @@
  */
 import process from "node:process";
 import client from "prom-client";
-import { PROTOCOL_ERRORS } from "./protocol.ts";
+import { PROTOCOL_ERRORS } from "../core/protocol.ts";
 import {
   type BrokerStats,
   DISCONNECT_REASONS,
@@ -20,8 +20,8 @@ import {
   PUBLISH_SECONDS_BUCKETS,
   REJECT_REASONS,
   RelayStats,
-} from "./stats.ts";
-import { VERSION } from "./version.ts";
+} from "../core/stats.ts";
+import { VERSION } from "../base/version.ts";
 
 /** The numbers a scrape shows. */
 export interface MetricsSnapshot {

@@ -29,7 +29,7 @@ export class GoWsError extends Error {
  *
  * @example
  * ```ts
- * import { DEFAULT_CONFIG, GoWsHub, startRelay } from "./mod.ts";
+ * import { DEFAULT_CONFIG, GoWsHub, startRelay } from "../mod.ts";
  * const config = structuredClone(DEFAULT_CONFIG);
  * config.websocket.protocol = "go-ws";
  * await using relay = await startRelay(config);

@@ -11,8 +11,8 @@
  * @module
  */
 import type { ChannelPatterns } from "./protocol.ts";
-import type { CloseCause, Connection, SendResult } from "./engine/connection.ts";
-import { Outbound, utf8Length } from "./engine/frame.ts";
+import type { CloseCause, Connection, SendResult } from "../engine/connection.ts";
+import { Outbound, utf8Length } from "../engine/frame.ts";
 import { readGoWsFrame } from "./gows.ts";
 import {
   type Command,

@@ -29,8 +29,8 @@ import type { Duplex } from "node:stream";
 import { Readable } from "node:stream";
 import { descriptorFreed, guardAccept } from "./accept_guard.ts";
 import type { RequestHead } from "./auth.ts";
-import { errorFields } from "./log.ts";
-import { type HttpTimeoutPhase, RelayStats } from "./stats.ts";
+import { errorFields } from "../base/log.ts";
+import { type HttpTimeoutPhase, RelayStats } from "../core/stats.ts";
 
 const log = getLogger(["relay", "http"]);
 
