@@ -54,6 +54,7 @@ import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
+import { LinkStateReport, redisClientOptions } from "./redis_link.ts";
 import { type Config, durationMs } from "../config.ts";
 import type { Recovery } from "../core/channels.ts";
 import type { HubLink, LinkHost, RelayMessage } from "../core/hub.ts";
@@ -193,8 +194,7 @@ export class RedisBroker implements HubLink {
    * this instance publishes to it again.
    */
   readonly #forked = new Set<string>();
-  /** The state last logged, so each change is logged once. */
-  #reported: "up" | "down" | undefined;
+  readonly #state: LinkStateReport;
   #closed = false;
 
   constructor(options: BrokerOptions) {
@@ -205,21 +205,15 @@ export class RedisBroker implements HubLink {
     this.#nonce = this.index.toString(16);
     this.#timeoutMs = durationMs(options.config.timeout);
     this.#pingIntervalMs = durationMs(options.config.ping_interval);
-    const clientOptions = {
+    // Nothing read or written for ten timeouts (PINGs go out every interval
+    // while answered): the path is dead; reconnect rather than wait.
+    const clientOptions = redisClientOptions(options.config.url, 10 * this.#timeoutMs);
+    this.#state = new LinkStateReport({
+      name: "broker",
       url: options.config.url,
-      // Fail commands at once while disconnected rather than queueing them:
-      // a message for the others is counted as dropped, not sent minutes late.
-      disableOfflineQueue: true,
-      socket: {
-        connectTimeout: 2000,
-        // Nothing read or written for this long (PINGs go out every interval
-        // while answered): the path is dead; reconnect rather than wait.
-        socketTimeout: 10 * this.#timeoutMs,
-        // Exponential with jitter, from 100 ms to 5 s, forever.
-        reconnectStrategy: (retries: number) =>
-          Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
-      },
-    };
+      log,
+      stats: this.#stats,
+    });
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
     const connection = (client: Connection["client"]): Connection => ({
@@ -468,7 +462,7 @@ export class RedisBroker implements HubLink {
       this.#hub?.catchUp();
     }
     // Down is reported with a reason: a connection that is merely not ready yet is not news.
-    if (!this.#closed && (up || why !== "")) this.#report(up, why);
+    if (!this.#closed && (up || why !== "")) this.#state.report(up, why, this.#hub);
   }
 
   /** New epochs in Redis for the channels in {@link #forked}. */
@@ -484,24 +478,6 @@ export class RedisBroker implements HubLink {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
       arguments: [this.#nonce, this.#bus, channel],
     }).catch(() => this.#forked.add(channel));
-  }
-
-  /** Logs and counts a change of state; repeats of the same state say nothing. */
-  #report(up: boolean, why: string): void {
-    const state = up ? "up" : "down";
-    if (this.#reported === state) return;
-    this.#reported = state;
-    this.#stats.up = up ? 1 : 0;
-    this.#hub?.linkState(up);
-    const url = this.#options.config.url;
-    if (up) {
-      log.info("broker: connected to {url}", { url });
-    } else {
-      log.warning("broker: {url} unreachable ({error}); serving local clients, retrying", {
-        url,
-        error: why,
-      });
-    }
   }
 
   #receive(message: Buffer): void {

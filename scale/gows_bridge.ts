@@ -32,6 +32,7 @@ import { getLogger } from "@logtape/logtape";
 import type { Buffer } from "node:buffer";
 import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
+import { LinkStateReport, redisClientOptions } from "./redis_link.ts";
 import type { Config } from "../config.ts";
 import { utf8Length } from "../engine/frame.ts";
 import {
@@ -83,7 +84,7 @@ export class GoWsBridge implements HubLink {
   #publisherReady = false;
   #subscriberReady = false;
   #subscribed = false;
-  #reported: "up" | "down" | undefined;
+  readonly #state: LinkStateReport;
   #closed = false;
 
   constructor(options: GoWsBridgeOptions) {
@@ -92,17 +93,14 @@ export class GoWsBridge implements HubLink {
     this.#broadcast = `${options.prefix}:broadcast`;
     this.#channelPrefix = `${options.prefix}:channel:`;
     this.#head = `{"sourceId":${JSON.stringify(this.sourceId)},"message":`;
-    const clientOptions = {
+    const clientOptions = redisClientOptions(options.url);
+    this.#state = new LinkStateReport({
+      name: "go-ws bridge",
       url: options.url,
-      // A message for the others fails at once while Redis is away (counted
-      // as dropped) rather than reaching Go hubs' clients minutes late.
-      disableOfflineQueue: true,
-      socket: {
-        connectTimeout: 2000,
-        reconnectStrategy: (retries: number) =>
-          Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
-      },
-    };
+      log,
+      stats: this.#stats,
+      connected: { note: ", prefix {prefix}", properties: { prefix: options.prefix } },
+    });
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
     this.#watch(this.#publisher, (ready) => this.#publisherReady = ready);
@@ -131,7 +129,7 @@ export class GoWsBridge implements HubLink {
       )
       .then(() => {
         this.#subscribed = this.#subscriberReady = true;
-        if (this.up) this.#report(true, "");
+        if (this.up) this.#state.report(true, "", this.#hub);
       })
       .catch(failed);
   }
@@ -196,34 +194,14 @@ export class GoWsBridge implements HubLink {
   #watch(client: EventEmitter, set: (ready: boolean) => void): void {
     client.on("ready", () => {
       set(true);
-      if (this.up) this.#report(true, "");
+      if (this.up) this.#state.report(true, "", this.#hub);
     });
     const down = (why: string) => {
       set(false);
-      if (!this.#closed) this.#report(false, why);
+      if (!this.#closed) this.#state.report(false, why, this.#hub);
     };
     client.on("end", () => down("connection closed"));
     client.on("error", (error: Error) => down(error.message || error.name));
-  }
-
-  #report(up: boolean, why: string): void {
-    const state = up ? "up" : "down";
-    if (this.#reported === state) return;
-    this.#reported = state;
-    this.#stats.up = up ? 1 : 0;
-    this.#hub?.linkState(up);
-    const url = this.#options.url;
-    if (up) {
-      log.info("go-ws bridge: connected to {url}, prefix {prefix}", {
-        url,
-        prefix: this.#options.prefix,
-      });
-    } else {
-      log.warning("go-ws bridge: {url} unreachable ({error}); serving local clients, retrying", {
-        url,
-        error: why,
-      });
-    }
   }
 }
 
