@@ -11,7 +11,7 @@ import {
   TestClient,
 } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
-import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
+import { brokerState, instances, REDIS_AVAILABLE, RedisServer, restartEmpty } from "./redis.ts";
 
 const ignore = !REDIS_AVAILABLE;
 
@@ -313,7 +313,6 @@ Deno.test({
   ignore,
   async fn() {
     let redis = await RedisServer.start();
-    const port = redis.port;
     try {
       await using cluster = await instances(redis, 2, { websocket: { protocol: "json" } });
       const [a, b] = cluster.relays;
@@ -326,12 +325,7 @@ Deno.test({
       const losses = [
         ["FLUSHALL", () => redis.command("FLUSHALL")],
         ["restart", async () => {
-          const down = Promise.all([brokerState(a, false), brokerState(b, false)]);
-          await redis.stop();
-          await down;
-          const up = Promise.all([brokerState(a, true), brokerState(b, true)]);
-          redis = await RedisServer.start(port);
-          await up;
+          redis = await restartEmpty(redis, [a, b]);
         }],
       ] as const;
       let seq = 0;

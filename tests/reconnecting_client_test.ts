@@ -5,7 +5,7 @@ import type { Relay } from "../relay.ts";
 import { Application, judge } from "./delivery.ts";
 import { CuttableProxy, freePort, startTestRelay, within } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
-import { brokerState, instances, REDIS_AVAILABLE, RedisServer } from "./redis.ts";
+import { brokerState, instances, REDIS_AVAILABLE, RedisServer, restartEmpty } from "./redis.ts";
 
 /** A clock whose timers run only when the test says so. */
 class ManualClock implements Clock {
@@ -318,7 +318,6 @@ Deno.test({
   ignore: !REDIS_AVAILABLE,
   async fn() {
     let redis = await RedisServer.start();
-    const port = redis.port;
     try {
       await using cluster = await instances(redis, 2, { websocket: { protocol: "json" } });
       const [a, b] = cluster.relays;
@@ -335,12 +334,7 @@ Deno.test({
       const losses = [
         () => redis.command("FLUSHALL"),
         async () => {
-          const down = Promise.all([brokerState(a, false), brokerState(b, false)]);
-          await redis.stop();
-          await down;
-          const up = Promise.all([brokerState(a, true), brokerState(b, true)]);
-          redis = await RedisServer.start(port);
-          await up;
+          redis = await restartEmpty(redis, [a, b]);
         },
       ];
       for (const [i, lose] of losses.entries()) {

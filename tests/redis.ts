@@ -191,6 +191,20 @@ export class RedisWatcher implements AsyncDisposable {
   }
 }
 
+/**
+ * Kills `redis` and starts an empty one on its port (a restart without
+ * persistence); resolves with it once every relay saw Redis go and come back.
+ */
+export async function restartEmpty(redis: RedisServer, relays: Relay[]): Promise<RedisServer> {
+  const down = Promise.all(relays.map((relay) => brokerState(relay, false)));
+  await redis.stop();
+  await down;
+  const up = Promise.all(relays.map((relay) => brokerState(relay, true)));
+  const fresh = await RedisServer.start(redis.port);
+  await up;
+  return fresh;
+}
+
 /** Relays on one Redis, each connected to it; shut down when disposed. */
 export async function instances(
   redis: RedisServer,
