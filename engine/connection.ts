@@ -263,9 +263,14 @@ export class WebSocketConnection implements Connection, ParserSink {
     return "sent";
   }
 
+  /** The bytes held are at or below the low-water mark, half the send budget. */
+  get #belowLowWater(): boolean {
+    return this.bufferedAmount <= this.#options.sendBufferBytes / 2;
+  }
+
   whenDrained(): boolean {
     if (this.#state !== State.Open) return false;
-    if (this.bufferedAmount <= this.#options.sendBufferBytes / 2) return true;
+    if (this.#belowLowWater) return true;
     this.#drainWanted = true;
     return false;
   }
@@ -438,16 +443,10 @@ export class WebSocketConnection implements Connection, ParserSink {
    */
   #hangUp(): void {
     this.#hungUp = true;
-    if (this.#writingBytes === 0 && this.#queue.length === 0) this.#endTcp();
-  }
-
-  /**
-   * Sends our FIN after everything written. The socket closes when the
-   * peer's FIN arrives, or is reset at the close deadline: destroying it at
-   * once would reset a peer still sending and could cost it our close frame.
-   */
-  #endTcp(): void {
-    this.#socket.end();
+    // Our FIN after everything written; the socket closes when the peer's FIN arrives, or is
+    // reset at the close deadline: destroying it now would reset a peer still sending and could
+    // cost it our close frame.
+    if (this.#writingBytes === 0 && this.#queue.length === 0) this.#socket.end();
   }
 
   #writeQueue(): void {
@@ -466,12 +465,9 @@ export class WebSocketConnection implements Connection, ParserSink {
     this.#writingBytes = 0;
     if (error || this.#state === State.Closed) return;
     if (this.#queue.length > 0) this.#writeQueue();
-    else if (this.#hungUp) this.#endTcp();
+    else if (this.#hungUp) this.#socket.end();
     // Only here can the bytes held fall: a completed write is the socket draining.
-    if (
-      this.#drainWanted && this.#state === State.Open &&
-      this.bufferedAmount <= this.#options.sendBufferBytes / 2
-    ) {
+    if (this.#drainWanted && this.#state === State.Open && this.#belowLowWater) {
       this.#drainWanted = false;
       this.#handler!.onDrain?.();
     }
