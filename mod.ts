@@ -28,15 +28,23 @@ export {
   parseConfig,
   type ParseConfigOptions,
 } from "./config.ts";
-export {
-  type BroadcastOptions,
-  type ClientEventDetail,
-  Hub,
-  type HubLink,
-  type HubOptions,
-  type RelayMessage,
-  type ReplayEventDetail,
-} from "./core/hub.ts";
+export { type BroadcastOptions, Hub, type HubOptions } from "./core/hub.ts";
+export type {
+  BrokerEventDetail,
+  ClientEventDetail,
+  DisconnectEventDetail,
+  HubEventListener,
+  HubEventMap,
+  ReplayEventDetail,
+} from "./core/hub_events.ts";
+export type { JsonChannelOptions } from "./core/sequencer.ts";
+export type {
+  FrameMessage,
+  HubLink,
+  NumberedMessage,
+  PublishRequest,
+  RelayMessage,
+} from "./core/link.ts";
 export { type Client, CloseCode, SERVER_CLOSES, type ServerClose } from "./core/client.ts";
 export { type GoWsFields, type GoWsMessageInput } from "./core/gows.ts";
 export { GoWsError, GoWsHub } from "./core/gows_hub.ts";

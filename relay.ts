@@ -33,7 +33,7 @@ import {
   type RelayHandler,
   RelayStartError,
 } from "./edge/server.ts";
-import { BrokerStats, RelayStats } from "./core/stats.ts";
+import { RelayStats } from "./core/stats.ts";
 import { readTlsFiles } from "./startup.ts";
 import { VERSION } from "./base/version.ts";
 
@@ -243,16 +243,13 @@ async function newHub(
   }
   const { RedisBroker } = await import("./scale/broker.ts");
   const options = hubOptions(config);
-  const stats = new BrokerStats();
   const broker = new RedisBroker({
     config: config.broker,
     historySize: options.historySize!,
     historyTtlMs: options.historyTtlMs!,
-    stats,
   });
   // History lives in Redis, where every instance can read it.
   const hub = new Hub({ ...options, historySize: 0, link: broker });
-  hub.stats.broker = stats;
   broker.start(linkHost(hub));
   return { hub, broker };
 }

@@ -8,7 +8,8 @@
 /// <reference lib="deno.worker" />
 import { getLogger } from "@logtape/logtape";
 import { meshLink, type WorkerReply, type WorkerRequest } from "./scale/cluster.ts";
-import { Hub, type RelayMessage } from "./core/hub.ts";
+import { Hub } from "./core/hub.ts";
+import type { RelayMessage } from "./core/link.ts";
 import { configureLogging, errorFields, logUncaughtErrors } from "./base/log.ts";
 import { hubOptions, type Relay, serveRelay } from "./relay.ts";
 

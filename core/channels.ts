@@ -10,18 +10,7 @@
 import type { Client } from "./client.ts";
 import { Outbound, utf8Length } from "../engine/frame.ts";
 import { History, type HistoryEntry, type HistoryLedger, replayComplete } from "./history.ts";
-
-/** A channel's state as a broker keeps it, for a subscribe. */
-export interface Recovery {
-  /** The channel's last seq. */
-  seq: number;
-  /** The numbering `seq` belongs to. */
-  epoch: string;
-  /** Entries after `since`, oldest first. */
-  entries: HistoryEntry[];
-  /** False when some messages after `since` are no longer kept (or the broker is down). */
-  complete: boolean;
-}
+import type { Recovery } from "./link.ts";
 
 /** A channel's members, and in `json` mode its sequence and history. */
 export interface Channel {
@@ -53,7 +42,7 @@ export interface Channel {
 /**
  * One subscribe's catch-up in flight: the history it promised, then the
  * channel's live messages that arrived meanwhile, sent as the client's
- * socket drains (see `#pump`). While it runs the channel's fan-out appends
+ * socket drains (see `ReplayPacer.pump`). While it runs the channel's fan-out appends
  * this client's messages to it instead of sending them, so each seq goes
  * out once and in order.
  */

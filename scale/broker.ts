@@ -56,10 +56,16 @@ import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
 import { LinkStateReport, redisClientOptions } from "./redis_link.ts";
 import { type Config, durationMs } from "../config.ts";
-import type { Recovery } from "../core/channels.ts";
-import type { HubLink, LinkHost, RelayMessage } from "../core/hub.ts";
+import type {
+  FrameMessage,
+  HubLink,
+  LinkHost,
+  NumberedMessage,
+  PublishRequest,
+  Recovery,
+} from "../core/link.ts";
 import { replayComplete } from "../core/history.ts";
-import type { BrokerStats } from "../core/stats.ts";
+import { BrokerStats } from "../core/stats.ts";
 
 const log = getLogger(["relay", "broker"]);
 
@@ -129,8 +135,6 @@ export interface BrokerOptions {
   /** Entries kept per channel stream; 0 keeps none. */
   historySize: number;
   historyTtlMs: number;
-  /** Where the broker counts. */
-  stats: BrokerStats;
 }
 
 /** One Redis connection's health, as the broker judges it. */
@@ -148,8 +152,10 @@ interface Connection {
 export class RedisBroker implements HubLink {
   /** This instance's id on the bus: random, so restarts and other hosts never collide. */
   readonly index: number = crypto.getRandomValues(new Uint32Array(1))[0];
+  /** What the broker counts; the hub reports it as its `stats.broker`. */
+  readonly stats: BrokerStats = new BrokerStats();
   readonly #options: BrokerOptions;
-  readonly #stats: BrokerStats;
+  readonly #stats: BrokerStats = this.stats;
   readonly #bus: string;
   /**
    * Raw frames and `json` messages this instance handed to Redis for the
@@ -199,7 +205,6 @@ export class RedisBroker implements HubLink {
 
   constructor(options: BrokerOptions) {
     this.#options = options;
-    this.#stats = options.stats;
     // Versioned: instances of another bus format share nothing rather than misread each other.
     this.#bus = `${options.config.prefix}bus:2`;
     this.#nonce = this.index.toString(16);
@@ -260,11 +265,13 @@ export class RedisBroker implements HubLink {
       .catch(failed);
   }
 
-  forward(messages: RelayMessage[]): void {
-    const raw = messages.filter((message) => message.seq === undefined);
+  forward(messages: (FrameMessage | NumberedMessage)[]): void {
+    const raw: FrameMessage[] = [];
     for (const message of messages) {
-      // Numbered here, under a local epoch: only while Redis is away.
-      if (message.seq !== undefined) {
+      if (message.kind === "frame") {
+        raw.push(message);
+      } else {
+        // Numbered here, under a local epoch: only while Redis is away.
         this.#stats.dropped++;
         this.#forked.add(message.room);
       }
@@ -292,7 +299,7 @@ export class RedisBroker implements HubLink {
     return this.#sequencing ? 0 : undefined;
   }
 
-  sendTo(_target: number, messages: RelayMessage[]): void {
+  sendTo(_target: number, messages: PublishRequest[]): void {
     const { historySize, historyTtlMs } = this.#options;
     for (const message of messages) {
       // Forked while up (a publish failed without a drop of the connection).
@@ -302,7 +309,7 @@ export class RedisBroker implements HubLink {
         keys: [this.#key("seq", message.room), this.#key("history", message.room)],
         arguments: [
           message.room,
-          message.data as string,
+          message.data,
           this.#nonce,
           String(historySize),
           String(historyTtlMs),
@@ -496,6 +503,7 @@ export class RedisBroker implements HubLink {
       this.#arrived(Number(origin), Number(place), 1);
       if (Number(origin) !== this.index) this.#stats.received++;
       hub.deliver([{
+        kind: "numbered",
         room,
         data: frame,
         bytes: Buffer.byteLength(frame),
@@ -541,7 +549,7 @@ const HEAD_BYTES = 15;
  * place in the origin's count (6 bytes), count, then per frame its kind (0
  * text, 1 binary), room and payload, lengths first.
  */
-export function encodeBatch(origin: number, first: number, messages: RelayMessage[]): Buffer {
+export function encodeBatch(origin: number, first: number, messages: FrameMessage[]): Buffer {
   const parts: Buffer[] = [];
   const head = Buffer.alloc(HEAD_BYTES);
   head[0] = RAW_TAG;
@@ -564,11 +572,11 @@ export function encodeBatch(origin: number, first: number, messages: RelayMessag
 /** The inverse of {@link encodeBatch}; binary payloads come back as their own `ArrayBuffer`s. */
 export function decodeBatch(
   buffer: Buffer,
-): { origin: number; first: number; messages: RelayMessage[] } {
+): { origin: number; first: number; messages: FrameMessage[] } {
   const origin = buffer.readUInt32BE(1);
   const first = buffer.readUIntBE(5, 6);
   const count = buffer.readUInt32BE(11);
-  const messages: RelayMessage[] = [];
+  const messages: FrameMessage[] = [];
   let at = HEAD_BYTES;
   for (let i = 0; i < count; i++) {
     const binary = buffer[at] === 1;
@@ -582,7 +590,7 @@ export function decodeBatch(
       ? buffer.buffer.slice(start, start + payloadLength) as ArrayBuffer
       : buffer.toString("utf8", at, at + payloadLength);
     at += payloadLength;
-    messages.push({ room, data, bytes: payloadLength });
+    messages.push({ kind: "frame", room, data, bytes: payloadLength });
   }
   return { origin, first, messages };
 }

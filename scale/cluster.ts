@@ -11,7 +11,7 @@
  * @module
  */
 import type { Config } from "../config.ts";
-import type { HubLink, RelayMessage } from "../core/hub.ts";
+import type { FrameMessage, HubLink, NumberedMessage, PublishRequest } from "../core/link.ts";
 import type { MetricsSnapshot } from "../edge/metrics.ts";
 
 /** What this thread asks of a worker; each request gets one reply with its `id`. */
@@ -59,7 +59,7 @@ export function meshLink(index: number, ports: (MessagePort | undefined)[]): Hub
   const count = ports.length;
   return {
     index,
-    forward(messages: RelayMessage[], transferable: ArrayBuffer[]) {
+    forward(messages: (FrameMessage | NumberedMessage)[], transferable: ArrayBuffer[]) {
       for (let i = 0; i < last; i++) peers[i].postMessage(messages);
       peers[last].postMessage(messages, transferable);
     },
@@ -70,7 +70,7 @@ export function meshLink(index: number, ports: (MessagePort | undefined)[]): Hub
       const owner = (hash >>> 0) % count;
       return owner === index ? undefined : owner;
     },
-    sendTo(to: number, messages: RelayMessage[]) {
+    sendTo(to: number, messages: PublishRequest[]) {
       ports[to]!.postMessage(messages);
     },
   };

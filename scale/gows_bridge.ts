@@ -43,14 +43,8 @@ import {
   goWsNow,
   isGoWsProcessId,
 } from "../core/gows.ts";
-import {
-  Hub,
-  type HubLink,
-  type HubOptions,
-  type LinkHost,
-  linkHost,
-  type RelayMessage,
-} from "../core/hub.ts";
+import { Hub, type HubOptions, linkHost } from "../core/hub.ts";
+import type { FrameMessage, HubLink, LinkHost, NumberedMessage } from "../core/link.ts";
 import { BrokerStats } from "../core/stats.ts";
 
 const log = getLogger(["relay", "gows"]);
@@ -63,7 +57,6 @@ export interface GoWsBridgeOptions {
   prefix: string;
   /** Envelopes over this many bytes are dropped. */
   maxEnvelopeBytes: number;
-  stats: BrokerStats;
 }
 
 /** The hub's link to go-ws hubs and other relays through go-ws's Redis channels. */
@@ -72,8 +65,10 @@ export class GoWsBridge implements HubLink {
   readonly index: number = crypto.getRandomValues(new Uint32Array(1))[0];
   /** This relay's `sourceId` in envelopes; random per run, as go-ws's `core.ID()` is. */
   readonly sourceId: string = crypto.randomUUID();
+  /** What the bridge counts; the hub reports it as its `stats.broker`. */
+  readonly stats: BrokerStats = new BrokerStats();
   readonly #options: GoWsBridgeOptions;
-  readonly #stats: BrokerStats;
+  readonly #stats: BrokerStats = this.stats;
   readonly #broadcast: string;
   readonly #channelPrefix: string;
   /** `{"sourceId":"…","message":`, the part of every envelope that never changes. */
@@ -89,7 +84,6 @@ export class GoWsBridge implements HubLink {
 
   constructor(options: GoWsBridgeOptions) {
     this.#options = options;
-    this.#stats = options.stats;
     this.#broadcast = `${options.prefix}:broadcast`;
     this.#channelPrefix = `${options.prefix}:channel:`;
     this.#head = `{"sourceId":${JSON.stringify(this.sourceId)},"message":`;
@@ -135,7 +129,7 @@ export class GoWsBridge implements HubLink {
   }
 
   /** Publishes each message the hub accepted: one envelope, one Redis channel. */
-  forward(messages: RelayMessage[]): void {
+  forward(messages: (FrameMessage | NumberedMessage)[]): void {
     for (const { room, data } of messages) {
       // Only go-ws frames (text) make an envelope; a binary hub.broadcast stays local.
       if (!this.up || typeof data !== "string") {
@@ -160,7 +154,7 @@ export class GoWsBridge implements HubLink {
   }
 
   /** Never called: with no sequencer there is nothing to send to one. */
-  sendTo(_target: number, _messages: RelayMessage[]): void {}
+  sendTo(): void {}
 
   /** Disconnects from Redis. */
   async close(): Promise<void> {
@@ -187,7 +181,7 @@ export class GoWsBridge implements HubLink {
     }
     const frame = encodeGoWsMessage({ ...message, timestamp: message.timestamp ?? goWsNow() });
     this.#stats.received++;
-    this.#hub!.deliver([{ room, data: frame, bytes: utf8Length(frame) }]);
+    this.#hub!.deliver([{ kind: "frame", room, data: frame, bytes: utf8Length(frame) }]);
   }
 
   /** Tracks a connection's state, logging each change once rather than each failure. */
@@ -244,15 +238,12 @@ export function startGoWsBridge(
   config: Config,
   options: HubOptions,
 ): { hub: Hub; broker: GoWsBridge } {
-  const stats = new BrokerStats();
   const broker = new GoWsBridge({
     url: config.broker.url,
     prefix: config.broker.go_ws_prefix,
     maxEnvelopeBytes: config.websocket.max_message_bytes,
-    stats,
   });
   const hub = new Hub({ ...options, historySize: 0, link: broker });
-  hub.stats.broker = stats;
   broker.start(linkHost(hub));
   return { hub, broker };
 }

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
-import type { LinkHost } from "../core/hub.ts";
+import type { LinkHost } from "../core/link.ts";
 import type { BrokerStats } from "../core/stats.ts";
 
 /**

@@ -14,8 +14,13 @@ Deno.test("createRelayHandler() mounts the relay on the embedding program's own 
   const config = testConfig({ websocket: { protocol: "json" } });
   const relay = await createRelayHandler(config);
   const events: string[] = [];
-  relay.hub.onConnect((client) => events.push(`connect ${client.id}`));
-  const stop = relay.hub.onDisconnect((client, reason) => events.push(`${reason} ${client.id}`));
+  const listening = new AbortController();
+  relay.hub.addEventListener("connect", (e) => events.push(`connect ${e.detail.client.id}`));
+  relay.hub.addEventListener(
+    "disconnect",
+    ({ detail }) => events.push(`${detail.reason} ${detail.client.id}`),
+    { signal: listening.signal },
+  );
   await using server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     (request, info) =>
@@ -33,7 +38,7 @@ Deno.test("createRelayHandler() mounts the relay on the embedding program's own 
   assert.equal(await relay.drain(), 0);
   assert.equal((await client.closed).code, 1001);
   assert.match(events.join(), /^connect (\w+),shutdown \1$/);
-  stop();
+  listening.abort();
 });
 
 Deno.test("handleUpgrade() serves the relay's engine on the embedding program's node:http server", async () => {

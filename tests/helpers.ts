@@ -8,6 +8,7 @@
 import net from "node:net";
 import { type Config, DEFAULT_CONFIG } from "../config.ts";
 import type { Hub } from "../core/hub.ts";
+import type { HubEventMap } from "../core/hub_events.ts";
 import { type Relay, startRelay } from "../relay.ts";
 import { RawWebSocket } from "./raw_ws.ts";
 import { bounded, WAIT_MS, within } from "./wait.ts";
@@ -195,14 +196,12 @@ export async function openWebSocket(url: string): Promise<WebSocket> {
 }
 
 /** Resolves with the next `type` event the hub dispatches (bounded like {@link bounded}). */
-export function nextEvent(
+export function nextEvent<K extends keyof HubEventMap>(
   hub: Hub,
-  type: "connect" | "disconnect" | "replayed",
-): PromiseLike<CustomEvent> {
+  type: K,
+): PromiseLike<HubEventMap[K]> {
   return bounded(
-    new Promise((resolve) =>
-      hub.addEventListener(type, (event) => resolve(event as CustomEvent), { once: true })
-    ),
+    new Promise<HubEventMap[K]>((resolve) => hub.addEventListener(type, resolve, { once: true })),
     `the hub's next ${type} event`,
   );
 }
@@ -210,13 +209,13 @@ export function nextEvent(
 /** Resolves once `count` `type` events have been dispatched from now on (bounded). */
 export function events(
   hub: Hub,
-  type: "connect" | "disconnect",
+  type: keyof HubEventMap,
   count: number,
 ): PromiseLike<void> {
   return bounded(countEvents(hub, type, count), `${count} ${type} events`);
 }
 
-function countEvents(hub: Hub, type: "connect" | "disconnect", count: number): Promise<void> {
+function countEvents(hub: Hub, type: keyof HubEventMap, count: number): Promise<void> {
   return new Promise((resolve) => {
     let seen = 0;
     const listener = () => {

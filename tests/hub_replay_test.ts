@@ -131,7 +131,9 @@ Deno.test("Hub: unsubscribing stops a replay in flight; subscribing again starts
 
 Deno.test("Hub: a live stream that outruns a stalled replay by more than the slack closes the client as slow", async () => {
   const { hub, connection } = await setUp({ maxReplayBytes: 30_000, replaySlackBytes: 5_000 });
-  const gone = new Promise((resolve) => hub.onDisconnect((_client, reason) => resolve(reason)));
+  const gone = new Promise((resolve) =>
+    hub.addEventListener("disconnect", (e) => resolve(e.detail.reason), { once: true })
+  );
   connection.room = 0;
   connection.command({ type: "subscribe", channel: "big", since: 0 });
   await settled(hub);

@@ -10,6 +10,7 @@
  */
 import { createClient } from "@redis/client";
 import type { Relay } from "../relay.ts";
+import type { HubEventMap } from "../core/hub_events.ts";
 import {
   bounded,
   commandWorks,
@@ -126,8 +127,8 @@ export function brokerState(relay: Relay, up: boolean): PromiseLike<void> {
   if ((relay.hub.stats.broker?.up === 1) === up) return Promise.resolve();
   return bounded(
     new Promise<void>((resolve) => {
-      const listener = (event: Event) => {
-        if ((event as CustomEvent<{ up: boolean }>).detail.up !== up) return;
+      const listener = (event: HubEventMap["broker"]) => {
+        if (event.detail.up !== up) return;
         relay.hub.removeEventListener("broker", listener);
         resolve();
       };

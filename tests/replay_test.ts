@@ -9,7 +9,6 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { ReplayEventDetail } from "../core/hub.ts";
 import type { Relay } from "../relay.ts";
 import {
   ask,
@@ -89,7 +88,7 @@ Deno.test("live messages published during a replay wait behind it and follow it 
   const seqs = [];
   for (let i = 0; i < HISTORY + 5; i++) seqs.push((await text()).seq);
   assert.deepEqual(seqs, Array.from({ length: HISTORY + 5 }, (_, i) => i + 1));
-  const detail = (await replayed).detail as ReplayEventDetail;
+  const { detail } = await replayed;
   assert.deepEqual([detail.messages, detail.held], [HISTORY, 5], "the five waited behind it");
   for (let seq = HISTORY + 1; seq <= HISTORY + 5; seq++) {
     assert.equal((await nextJson(canary.client)).seq, seq);

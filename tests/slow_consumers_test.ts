@@ -81,7 +81,7 @@ Deno.test("clients that never read are reset, furthest behind first, once all cl
   for (let i = 0; i < 20; i++) stalled.push(await connectRaw(relay));
   const evicted: string[] = [];
   relay.hub.addEventListener("disconnect", (event) => {
-    evicted.push((event as CustomEvent).detail.reason);
+    evicted.push(event.detail.reason);
   });
   const chunk = "y".repeat(64 * 1024);
   const total = 160; // 10 MiB to each client: 200 MiB for the 20 that never read

@@ -24,7 +24,8 @@ async function servedRelay(patch: ConfigPatch = {}) {
   const relay = await createRelayHandler(testConfig(patch));
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, relay.handler);
   const reasons: DisconnectReason[] = [];
-  const stop = relay.hub.onDisconnect((_client, reason) => reasons.push(reason));
+  const listening = new AbortController();
+  relay.hub.addEventListener("disconnect", (e) => reasons.push(e.detail.reason), listening);
   return {
     relay,
     url: `ws://127.0.0.1:${server.addr.port}/`,
@@ -38,7 +39,7 @@ async function servedRelay(patch: ConfigPatch = {}) {
       return reasons.at(-1);
     },
     async [Symbol.asyncDispose]() {
-      stop();
+      listening.abort();
       await relay.drain();
       await server.shutdown();
     },
