@@ -155,7 +155,6 @@ export class RedisBroker implements HubLink {
   /** What the broker counts; the hub reports it as its `stats.broker`. */
   readonly stats: BrokerStats = new BrokerStats();
   readonly #options: BrokerOptions;
-  readonly #stats: BrokerStats = this.stats;
   readonly #bus: string;
   /**
    * Raw frames and `json` messages this instance handed to Redis for the
@@ -217,7 +216,7 @@ export class RedisBroker implements HubLink {
       name: "broker",
       url: options.config.url,
       log,
-      stats: this.#stats,
+      stats: this.stats,
     });
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
@@ -272,13 +271,13 @@ export class RedisBroker implements HubLink {
         raw.push(message);
       } else {
         // Numbered here, under a local epoch: only while Redis is away.
-        this.#stats.dropped++;
+        this.stats.dropped++;
         this.#forked.add(message.room);
       }
     }
     if (raw.length === 0) return;
     if (!this.#publishing) {
-      this.#stats.dropped += raw.length;
+      this.stats.dropped += raw.length;
       return;
     }
     const started = performance.now();
@@ -287,8 +286,8 @@ export class RedisBroker implements HubLink {
     // A batch that fails may or may not be on the bus: the receivers that missed it count it.
     this.#publisher.publish(this.#bus, encodeBatch(this.index, first, raw)).then(
       () => {
-        this.#stats.published += raw.length;
-        this.#stats.observePublish((performance.now() - started) / 1000);
+        this.stats.published += raw.length;
+        this.stats.observePublish((performance.now() - started) / 1000);
       },
       () => {},
     );
@@ -320,8 +319,8 @@ export class RedisBroker implements HubLink {
         ],
       }).then(
         () => {
-          this.#stats.published++;
-          this.#stats.observePublish((performance.now() - started) / 1000);
+          this.stats.published++;
+          this.stats.observePublish((performance.now() - started) / 1000);
         },
         // Maybe numbered, maybe not: numbering it here too could deliver it twice, so the
         // channel's numbering is what changes (and a receiver that missed it counts it).
@@ -501,7 +500,7 @@ export class RedisBroker implements HubLink {
       const [origin, place, sender, room, seq, epoch, time] = parts;
       const frame = text.slice(parts.join("\n").length + 1);
       this.#arrived(Number(origin), Number(place), 1);
-      if (Number(origin) !== this.index) this.#stats.received++;
+      if (Number(origin) !== this.index) this.stats.received++;
       hub.deliver([{
         kind: "numbered",
         room,
@@ -519,7 +518,7 @@ export class RedisBroker implements HubLink {
     this.#arrived(batch.origin, batch.first, batch.messages.length);
     // Our own raw frames were delivered here before they were published.
     if (batch.origin === this.index) return;
-    this.#stats.received += batch.messages.length;
+    this.stats.received += batch.messages.length;
     hub.deliver(batch.messages);
   }
 
@@ -532,7 +531,7 @@ export class RedisBroker implements HubLink {
   #arrived(origin: number, first: number, count: number): void {
     if (origin === this.index) return;
     const expected = this.#expected.get(origin);
-    if (expected !== undefined && first > expected) this.#stats.dropped += first - expected;
+    if (expected !== undefined && first > expected) this.stats.dropped += first - expected;
     if (expected === undefined || first + count > expected) {
       this.#expected.set(origin, first + count);
     }

@@ -68,7 +68,6 @@ export class GoWsBridge implements HubLink {
   /** What the bridge counts; the hub reports it as its `stats.broker`. */
   readonly stats: BrokerStats = new BrokerStats();
   readonly #options: GoWsBridgeOptions;
-  readonly #stats: BrokerStats = this.stats;
   readonly #broadcast: string;
   readonly #channelPrefix: string;
   /** `{"sourceId":"…","message":`, the part of every envelope that never changes. */
@@ -92,7 +91,7 @@ export class GoWsBridge implements HubLink {
       name: "go-ws bridge",
       url: options.url,
       log,
-      stats: this.#stats,
+      stats: this.stats,
       connected: { note: ", prefix {prefix}", properties: { prefix: options.prefix } },
     });
     this.#publisher = createClient(clientOptions);
@@ -133,17 +132,17 @@ export class GoWsBridge implements HubLink {
     for (const { room, data } of messages) {
       // Only go-ws frames (text) make an envelope; a binary hub.broadcast stays local.
       if (!this.up || typeof data !== "string") {
-        this.#stats.dropped++;
+        this.stats.dropped++;
         continue;
       }
       const channel = room === "" ? this.#broadcast : this.#channelPrefix + room;
       const started = performance.now();
       this.#publisher.publish(channel, `${this.#head}${data}}`).then(
         () => {
-          this.#stats.published++;
-          this.#stats.observePublish((performance.now() - started) / 1000);
+          this.stats.published++;
+          this.stats.observePublish((performance.now() - started) / 1000);
         },
-        () => this.#stats.dropped++,
+        () => this.stats.dropped++,
       );
     }
   }
@@ -180,7 +179,7 @@ export class GoWsBridge implements HubLink {
       return;
     }
     const frame = encodeGoWsMessage({ ...message, timestamp: message.timestamp ?? goWsNow() });
-    this.#stats.received++;
+    this.stats.received++;
     this.#hub!.deliver([{ kind: "frame", room, data: frame, bytes: utf8Length(frame) }]);
   }
 
