@@ -52,9 +52,8 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
-import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
-import { LinkStateReport, redisClientOptions } from "./redis_link.ts";
+import { LinkStateReport, redisClientOptions, WatchedConnection } from "./redis_link.ts";
 import { type Config, durationMs } from "../config.ts";
 import type {
   FrameMessage,
@@ -137,17 +136,6 @@ export interface BrokerOptions {
   historyTtlMs: number;
 }
 
-/** One Redis connection's health, as the broker judges it. */
-interface Connection {
-  readonly client: { ping(): Promise<unknown> };
-  /** Connected, and for the subscriber, subscribed to the bus. */
-  ready: boolean;
-  /** The last PING came back (within the timeout, or late but since). */
-  answering: boolean;
-  /** When the PING in flight went out, if one is. */
-  pingSentAt: number | undefined;
-}
-
 /** The link between this relay's hub and the others, through Redis. */
 export class RedisBroker implements HubLink {
   /** This instance's id on the bus: random, so restarts and other hosts never collide. */
@@ -168,7 +156,8 @@ export class RedisBroker implements HubLink {
   readonly #nonce: string;
   readonly #publisher;
   readonly #subscriber;
-  readonly #connections: Connection[];
+  /** The commands connection and the bus subscription's, each judged by its PINGs. */
+  readonly #connections: [WatchedConnection, WatchedConnection];
   readonly #timeoutMs: number;
   readonly #pingIntervalMs: number;
   #health: ReturnType<typeof setInterval> | undefined;
@@ -220,21 +209,14 @@ export class RedisBroker implements HubLink {
     });
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
-    const connection = (client: Connection["client"]): Connection => ({
-      client,
-      ready: false,
-      answering: false,
-      pingSentAt: undefined,
-    });
-    const [publisher, subscriber] = this.#connections = [
-      connection(this.#publisher),
-      connection(this.#subscriber),
+    const update = (why: string) => this.#update(why);
+    this.#connections = [
+      new WatchedConnection(this.#publisher, update),
+      // The subscriber is ready once the bus subscription is in: on the first
+      // connection when subscribe() resolves; on reconnects the client library
+      // restores it before it reports ready.
+      new WatchedConnection(this.#subscriber, update, () => this.#subscribed),
     ];
-    this.#watch(publisher, () => true);
-    // The subscriber is ready once the bus subscription is in: on the first
-    // connection when subscribe() resolves; on reconnects the client library
-    // restores it before it reports ready.
-    this.#watch(subscriber, () => this.#subscribed);
   }
 
   /** Whether messages can go to and come from the other instances right now. */
@@ -259,7 +241,7 @@ export class RedisBroker implements HubLink {
       )
       .then(() => {
         this.#subscribed = true;
-        this.#ready(this.#connections[1]);
+        this.#connections[1].ready();
       })
       .catch(failed);
   }
@@ -367,71 +349,20 @@ export class RedisBroker implements HubLink {
     });
   }
 
-  /**
-   * Tracks a connection's state, logging each change once rather than each
-   * failure; `usable` says whether a ready connection can be used yet.
-   */
-  #watch(connection: Connection, usable: () => boolean): void {
-    const client = connection.client as unknown as EventEmitter;
-    client.on("ready", () => {
-      if (usable()) this.#ready(connection);
-    });
-    const down = (why: string) => {
-      connection.ready = connection.answering = false;
-      connection.pingSentAt = undefined;
-      this.#update(why);
-    };
-    client.on("end", () => down("connection closed"));
-    client.on("error", (error: Error) => down(error.message || error.name));
-  }
-
-  /** A connection is usable: it counts once its first PING is answered. */
-  #ready(connection: Connection): void {
-    connection.ready = true;
-    connection.answering = false;
-    this.#ping(connection);
-  }
-
   /** Whether the publisher connection is usable: raw frames and scripts can go out. */
   get #publishing(): boolean {
-    const publisher = this.#connections[0];
-    return publisher.ready && publisher.answering;
+    return this.#connections[0].usable;
   }
 
   /** The health check, every `ping_interval`: a PING for each connection, or judges the last. */
   #check(): void {
     const now = performance.now();
+    const { timeout } = this.#options.config;
     const lost = this.#subscriptionLostAt;
     if (this.#sequencing && lost !== undefined && now - lost > this.#timeoutMs) {
-      this.#update(`bus subscription lost for over ${this.#options.config.timeout}`);
+      this.#update(`bus subscription lost for over ${timeout}`);
     }
-    for (const connection of this.#connections) {
-      if (!connection.ready) continue;
-      const { pingSentAt } = connection;
-      if (pingSentAt === undefined) this.#ping(connection);
-      else if (connection.answering && now - pingSentAt > this.#timeoutMs) {
-        connection.answering = false;
-        this.#update(`no answer within ${this.#options.config.timeout}`);
-      }
-    }
-  }
-
-  #ping(connection: Connection): void {
-    const sentAt = connection.pingSentAt = performance.now();
-    connection.client.ping().then(
-      () => {
-        if (connection.pingSentAt !== sentAt) return;
-        connection.pingSentAt = undefined;
-        // Late or not, an answer means Redis is there again.
-        if (!connection.answering) {
-          connection.answering = true;
-          this.#update("");
-        }
-      },
-      () => {
-        if (connection.pingSentAt === sentAt) connection.pingSentAt = undefined;
-      },
-    );
+    for (const connection of this.#connections) connection.check(now, this.#timeoutMs, timeout);
   }
 
   /**
@@ -441,8 +372,7 @@ export class RedisBroker implements HubLink {
    * hub publishes afterwards, so no publish can land in an old numbering.
    */
   #update(why: string): void {
-    const subscriber = this.#connections[1];
-    const subscribed = subscriber.ready && subscriber.answering;
+    const subscribed = this.#connections[1].usable;
     const now = performance.now();
     if (subscribed) this.#subscriptionLostAt = undefined;
     else {

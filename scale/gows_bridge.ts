@@ -23,17 +23,19 @@
  * - While Redis is unreachable the relay serves its own clients; messages
  *   for the others are counted as dropped (`websocket_broker_dropped_total`)
  *   and the connection is retried with backoff, each change logged once, as
- *   with the relay's own broker. go-ws keeps no history, and neither does
- *   the bridge: nothing is replayed after an outage.
+ *   with the relay's own broker. A stalled Redis is an unreachable one, as
+ *   there: each connection gets a PING every `broker.ping_interval`, and one
+ *   unanswered for `broker.timeout` marks the bridge down (`relay_broker_up`
+ *   0, `/readyz` 503 with `broker.required`). go-ws keeps no history, and
+ *   neither does the bridge: nothing is replayed after an outage.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import type { Buffer } from "node:buffer";
-import type { EventEmitter } from "node:events";
 import { createClient } from "@redis/client";
-import { LinkStateReport, redisClientOptions } from "./redis_link.ts";
-import type { Config } from "../config.ts";
+import { LinkStateReport, redisClientOptions, WatchedConnection } from "./redis_link.ts";
+import { type Config, durationMs } from "../config.ts";
 import { utf8Length } from "../engine/frame.ts";
 import {
   decodeGoWsMessage,
@@ -57,6 +59,10 @@ export interface GoWsBridgeOptions {
   prefix: string;
   /** Envelopes over this many bytes are dropped. */
   maxEnvelopeBytes: number;
+  /** How often each connection gets a PING, in ms. */
+  pingIntervalMs: number;
+  /** A PING unanswered this long means Redis stalled; as written in the config, for logs. */
+  timeout: string;
 }
 
 /** The hub's link to go-ws hubs and other relays through go-ws's Redis channels. */
@@ -75,8 +81,10 @@ export class GoWsBridge implements HubLink {
   readonly #publisher;
   readonly #subscriber;
   #hub: LinkHost | undefined;
-  #publisherReady = false;
-  #subscriberReady = false;
+  /** The publisher's connection and the pattern subscription's, each judged by its PINGs. */
+  readonly #connections: [WatchedConnection, WatchedConnection];
+  readonly #timeoutMs: number;
+  #health: ReturnType<typeof setInterval> | undefined;
   #subscribed = false;
   readonly #state: LinkStateReport;
   #closed = false;
@@ -86,7 +94,10 @@ export class GoWsBridge implements HubLink {
     this.#broadcast = `${options.prefix}:broadcast`;
     this.#channelPrefix = `${options.prefix}:channel:`;
     this.#head = `{"sourceId":${JSON.stringify(this.sourceId)},"message":`;
-    const clientOptions = redisClientOptions(options.url);
+    this.#timeoutMs = durationMs(options.timeout);
+    // Nothing read or written for ten timeouts (PINGs go out every interval
+    // while answered): the path is dead; reconnect rather than wait.
+    const clientOptions = redisClientOptions(options.url, 10 * this.#timeoutMs);
     this.#state = new LinkStateReport({
       name: "go-ws bridge",
       url: options.url,
@@ -96,19 +107,28 @@ export class GoWsBridge implements HubLink {
     });
     this.#publisher = createClient(clientOptions);
     this.#subscriber = createClient(clientOptions);
-    this.#watch(this.#publisher, (ready) => this.#publisherReady = ready);
-    // Ready once the pattern subscription is in (the client library restores it on reconnect).
-    this.#watch(this.#subscriber, (ready) => this.#subscriberReady = ready && this.#subscribed);
+    const update = (why: string) => this.#update(why);
+    this.#connections = [
+      new WatchedConnection(this.#publisher, update),
+      // Ready once the pattern subscription is in (the client library restores it on reconnect).
+      new WatchedConnection(this.#subscriber, update, () => this.#subscribed),
+    ];
   }
 
   /** Whether messages can go to and come from the others right now. */
   get up(): boolean {
-    return this.#publisherReady && this.#subscriberReady;
+    return this.#connections[0].usable && this.#connections[1].usable;
   }
 
   /** Joins `hub` to Redis; resolves at once, whether Redis is reachable or not. */
   start(hub: LinkHost): void {
     this.#hub = hub;
+    const { pingIntervalMs, timeout } = this.#options;
+    this.#health = setInterval(() => {
+      const now = performance.now();
+      for (const connection of this.#connections) connection.check(now, this.#timeoutMs, timeout);
+    }, pingIntervalMs);
+    Deno.unrefTimer(this.#health);
     const failed = (error: Error) =>
       this.#closed || log.error("go-ws bridge: {error}", { error: error.message });
     this.#publisher.connect().catch(failed);
@@ -121,8 +141,8 @@ export class GoWsBridge implements HubLink {
         )
       )
       .then(() => {
-        this.#subscribed = this.#subscriberReady = true;
-        if (this.up) this.#state.report(true, "", this.#hub);
+        this.#subscribed = true;
+        this.#connections[1].ready();
       })
       .catch(failed);
   }
@@ -158,6 +178,7 @@ export class GoWsBridge implements HubLink {
   /** Disconnects from Redis. */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#health);
     await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
   }
 
@@ -183,18 +204,10 @@ export class GoWsBridge implements HubLink {
     this.#hub!.deliver([{ kind: "frame", room, data: frame, bytes: utf8Length(frame) }]);
   }
 
-  /** Tracks a connection's state, logging each change once rather than each failure. */
-  #watch(client: EventEmitter, set: (ready: boolean) => void): void {
-    client.on("ready", () => {
-      set(true);
-      if (this.up) this.#state.report(true, "", this.#hub);
-    });
-    const down = (why: string) => {
-      set(false);
-      if (!this.#closed) this.#state.report(false, why, this.#hub);
-    };
-    client.on("end", () => down("connection closed"));
-    client.on("error", (error: Error) => down(error.message || error.name));
+  /** Reports a change of state; down with a reason only (not ready yet is not news). */
+  #update(why: string): void {
+    const up = this.up;
+    if (!this.#closed && (up || why !== "")) this.#state.report(up, why, this.#hub);
   }
 }
 
@@ -241,6 +254,8 @@ export function startGoWsBridge(
     url: config.broker.url,
     prefix: config.broker.go_ws_prefix,
     maxEnvelopeBytes: config.websocket.max_message_bytes,
+    pingIntervalMs: durationMs(config.broker.ping_interval),
+    timeout: config.broker.timeout,
   });
   const hub = new Hub({ ...options, historySize: 0, link: broker });
   broker.start(linkHost(hub));

@@ -1,12 +1,15 @@
 /**
  * What the two Redis links (`broker.ts`, `gows_bridge.ts`) share: how a
- * connection to Redis is made and retried, and how the link's state is
+ * connection to Redis is made and retried, how each connection's health is
+ * judged (a PING every `broker.ping_interval`, one unanswered for
+ * `broker.timeout` is a Redis that stalled), and how the link's state is
  * reported — each change logged once (not each failed retry), counted in
  * `relay_broker_up`, and told to the hub.
  *
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import type { EventEmitter } from "node:events";
 import type { LinkHost } from "../core/link.ts";
 import type { BrokerStats } from "../core/stats.ts";
 
@@ -77,5 +80,90 @@ export class LinkStateReport {
         error: why,
       });
     }
+  }
+}
+
+/** What {@link WatchedConnection} needs of a Redis client. */
+export interface Pingable {
+  ping(): Promise<unknown>;
+}
+
+/**
+ * One Redis connection's health as its link judges it, not the client
+ * library's idea of "connected": usable once it is ready (for a
+ * subscriber, once its subscription is in) and its PING came back; not
+ * answering once a PING waits longer than the timeout, so a Redis that
+ * stops answering (SIGSTOP, `DEBUG SLEEP`, a dead path) is down within
+ * `ping_interval + timeout`. A late answer counts: Redis is there again.
+ * Each change calls `onChange` with why it is not usable (`""` when it is).
+ */
+export class WatchedConnection {
+  /** Connected, and for a subscriber, subscribed. */
+  #connected = false;
+  /** The last PING came back (within the timeout, or late but since). */
+  #answering = false;
+  /** When the PING in flight went out, if one is. */
+  #pingSentAt: number | undefined;
+
+  /**
+   * Follows `client`'s events; `subscribed` says whether a ready
+   * connection may be used yet (a subscriber's subscription is in).
+   */
+  constructor(
+    readonly client: Pingable,
+    private readonly onChange: (why: string) => void,
+    subscribed: () => boolean = () => true,
+  ) {
+    const events = client as unknown as EventEmitter;
+    events.on("ready", () => {
+      if (subscribed()) this.ready();
+    });
+    const down = (why: string) => {
+      this.#connected = this.#answering = false;
+      this.#pingSentAt = undefined;
+      onChange(why);
+    };
+    events.on("end", () => down("connection closed"));
+    events.on("error", (error: Error) => down(error.message || error.name));
+  }
+
+  /** Ready and answering: commands (or the subscription) work right now. */
+  get usable(): boolean {
+    return this.#connected && this.#answering;
+  }
+
+  /** The connection is ready (and subscribed): it counts once its first PING is answered. */
+  ready(): void {
+    this.#connected = true;
+    this.#answering = false;
+    this.#ping();
+  }
+
+  /** One tick of the health check: a PING if none is in flight, else a judgement of that one. */
+  check(now: number, timeoutMs: number, timeout: string): void {
+    if (!this.#connected) return;
+    const sentAt = this.#pingSentAt;
+    if (sentAt === undefined) this.#ping();
+    else if (this.#answering && now - sentAt > timeoutMs) {
+      this.#answering = false;
+      this.onChange(`no answer within ${timeout}`);
+    }
+  }
+
+  #ping(): void {
+    const sentAt = this.#pingSentAt = performance.now();
+    this.client.ping().then(
+      () => {
+        if (this.#pingSentAt !== sentAt) return;
+        this.#pingSentAt = undefined;
+        if (!this.#answering) {
+          this.#answering = true;
+          this.onChange("");
+        }
+      },
+      () => {
+        if (this.#pingSentAt === sentAt) this.#pingSentAt = undefined;
+      },
+    );
   }
 }

@@ -257,3 +257,36 @@ Deno.test({
     await client.close();
   },
 });
+
+Deno.test({
+  name:
+    "go-ws bridge: a stalled Redis (SIGSTOP) is down within ping_interval + timeout: relay_broker_up 0, /readyz 503, publishes counted dropped, local clients served; up again on resume",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using relay = await bridged(redis, {
+      broker: { required: true, ping_interval: "100ms", timeout: "500ms" },
+    });
+    const client = await goWsClient(relay, ["process:p"]);
+    const ws = new GoWsHub(relay.hub);
+    {
+      await using _stalled = redis.pause();
+      // Nothing tells the client library a stopped Redis is gone: only the PINGs do.
+      await brokerState(relay, false);
+      const ready = await fetch(`${httpBase(relay)}readyz`);
+      assert.deepEqual([ready.status, await ready.text()], [503, "broker unreachable\n"]);
+      const before = (await scrape(relay)).get("websocket_broker_dropped_total") ?? 0;
+      await ws.sendProcessOutput("p", "while stalled");
+      assert.equal((await nextGoWs(client)).data, "while stalled");
+      const after = await scrape(relay);
+      assert.equal(after.get("relay_broker_up"), 0);
+      assert.equal(after.get("websocket_broker_dropped_total"), before + 1);
+    }
+    await brokerState(relay, true);
+    assert.equal((await fetch(`${httpBase(relay)}readyz`)).status, 200);
+    await using watcher = await RedisWatcher.start(redis, "ws:*");
+    await watcher.publish("ws:channel:process:p", envelope("go", { type: "event", data: "last" }));
+    assert.deepEqual((await until(client, "last")).map((message) => message.data), ["last"]);
+    await client.close();
+  },
+});
