@@ -12,7 +12,7 @@ import { getLogger } from "@logtape/logtape";
 import { parseFlags, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { configureLogging, errorFields, logUncaughtErrors } from "./base/log.ts";
-import { RelayStartError, startRelay } from "./relay.ts";
+import { type Relay, RelayStartError, startRelay } from "./relay.ts";
 import { checkReport, checkStartupFiles, describeDeployment, startupWarnings } from "./startup.ts";
 import { VERSION } from "./base/version.ts";
 
@@ -64,14 +64,17 @@ export async function main(args: string[]): Promise<number> {
   }
 
   await configureLogging(config.log);
-  logUncaughtErrors();
+  let relay: Relay | undefined;
+  // Counted once there are metrics to count them in (start-up's own failures end it instead).
+  logUncaughtErrors((kind) => {
+    if (relay) relay.hub.stats.unexpectedErrors[kind]++;
+  });
   const log = getLogger(["relay", "main"]);
   if (file === null) {
     log.info("no {file} found; running on defaults", { file: DEFAULT_CONFIG_FILE });
   }
   // Before starting: a warning may explain a failure (RELAY_SERVER_PROT=9000, then port 8443 taken).
   for (const warning of startupWarnings(config, env)) log.warning("{warning}", { warning });
-  let relay;
   try {
     relay = await startRelay(config);
   } catch (error) {

@@ -76,6 +76,8 @@ export {
   REJECT_REASONS,
   type RejectReason,
   RelayStats,
+  UNEXPECTED_ERROR_KINDS,
+  type UnexpectedErrorKind,
 } from "./core/stats.ts";
 export { PROTOCOL_ERRORS, type ProtocolErrorCode } from "./core/protocol.ts";
 export { VERSION } from "./base/version.ts";

@@ -36,7 +36,9 @@ async function handle(request: WorkerRequest): Promise<void> {
       const { config, index, epoch, peers, inbox, connectionCount } = request;
       await configureLogging(config.log);
       // As main.ts does for a single-worker relay: logged, and the worker serves on.
-      logUncaughtErrors();
+      logUncaughtErrors((kind) => {
+        if (relay) relay.hub.stats.unexpectedErrors[kind]++;
+      });
       const hub = new Hub({ ...hubOptions(config), epoch, link: meshLink(index, peers) });
       const deliver = ({ data }: MessageEvent<RelayMessage[]>) => hub.deliver(data);
       const ports = [...peers.filter((port) => port !== undefined), inbox];

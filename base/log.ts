@@ -111,16 +111,18 @@ function oneLine(text: string): string {
  * `finished` as before. For `main.ts` and each cluster worker, which own
  * their isolates; a program embedding the relay keeps its own policy.
  */
-export function logUncaughtErrors(): void {
+export function logUncaughtErrors(count?: (kind: "exception" | "rejection") => void): void {
   const log = getLogger(["relay", "process"]);
   globalThis.addEventListener("error", (event) => {
     event.preventDefault();
+    count?.("exception");
     // `error` is empty for some runtime errors; the message is all there is then.
     const error = event.error ?? event.message;
     log.error("uncaught exception: {cause}; serving on", errorFields(error, true));
   });
   globalThis.addEventListener("unhandledrejection", (event) => {
     event.preventDefault();
+    count?.("rejection");
     log.error("unhandled promise rejection: {cause}; serving on", errorFields(event.reason, true));
   });
 }

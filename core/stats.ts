@@ -57,6 +57,15 @@ export const HTTP_TIMEOUT_PHASES = ["header", "body", "idle"] as const;
 export type HttpTimeoutPhase = typeof HTTP_TIMEOUT_PHASES[number];
 
 /**
+ * Errors nothing was written to expect, which the relay logs and serves on
+ * after: an uncaught exception, an unhandled promise rejection, or an HTTP
+ * handler that threw (answered 500). Any of them is a bug worth an alert.
+ */
+export const UNEXPECTED_ERROR_KINDS = ["exception", "rejection", "handler"] as const;
+/** One of {@link UNEXPECTED_ERROR_KINDS}. */
+export type UnexpectedErrorKind = typeof UNEXPECTED_ERROR_KINDS[number];
+
+/**
  * Counters that only ever grow, and the gauges a worker's snapshot must
  * carry, summed like them across workers: {@link openSockets} (the
  * connected-clients gauge) and {@link historyBytes}.
@@ -94,6 +103,8 @@ export class RelayStats {
   acceptErrors = 0;
   /** Connections closed because a request head, body or keep-alive wait ran out of time. */
   readonly httpTimeouts: Record<HttpTimeoutPhase, number> = zeroes(HTTP_TIMEOUT_PHASES);
+  /** Errors logged and served on after, by kind. */
+  readonly unexpectedErrors: Record<UnexpectedErrorKind, number> = zeroes(UNEXPECTED_ERROR_KINDS);
   /** Broker figures; absent when `broker.type` is `none` (and so in every cluster worker). */
   broker: BrokerStats | undefined;
 
@@ -122,6 +133,9 @@ export class RelayStats {
     }
     this.acceptErrors += other.acceptErrors;
     for (const phase of HTTP_TIMEOUT_PHASES) this.httpTimeouts[phase] += other.httpTimeouts[phase];
+    for (const kind of UNEXPECTED_ERROR_KINDS) {
+      this.unexpectedErrors[kind] += other.unexpectedErrors[kind];
+    }
   }
 }
 

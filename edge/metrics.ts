@@ -20,6 +20,7 @@ import {
   PUBLISH_SECONDS_BUCKETS,
   REJECT_REASONS,
   RelayStats,
+  UNEXPECTED_ERROR_KINDS,
 } from "../core/stats.ts";
 import { VERSION } from "../base/version.ts";
 
@@ -228,6 +229,19 @@ export function createMetricsHandler(
       this.reset();
       for (const phase of HTTP_TIMEOUT_PHASES) {
         this.inc({ phase }, current.stats.httpTimeouts[phase]);
+      }
+    },
+  });
+  new client.Counter({
+    name: "relay_unexpected_errors_total",
+    help:
+      "Errors the relay logged and served on after: uncaught exceptions, unhandled rejections, HTTP handlers that threw.",
+    labelNames: ["kind"],
+    registers,
+    collect() {
+      this.reset();
+      for (const kind of UNEXPECTED_ERROR_KINDS) {
+        this.inc({ kind }, current.stats.unexpectedErrors[kind]);
       }
     },
   });

@@ -112,7 +112,7 @@ export async function listenNode(
     })
     : createHttpServer(serverOptions(http));
   server.on("request", (request, response) => {
-    answer(handler, request, response, tls);
+    answer(handler, request, response, tls, stats);
   });
   server.on("upgrade", onUpgrade);
   watchLimits(server, stats);
@@ -339,6 +339,7 @@ async function answer(
   request: IncomingMessage,
   response: import("node:http").ServerResponse,
   tls: boolean,
+  stats: RelayStats,
 ): Promise<void> {
   let reply: Response;
   try {
@@ -348,6 +349,7 @@ async function answer(
     });
   } catch (error) {
     // Handlers answer what they expect themselves; this is a bug's way out.
+    stats.unexpectedErrors.handler++;
     log.error("{method} {path} failed: {cause}", {
       method: request.method,
       path: new URL(request.url ?? "/", "http://relay").pathname,

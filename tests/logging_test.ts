@@ -144,7 +144,10 @@ Deno.test("uncaught exceptions, unhandled rejections and throwing handlers are o
     ["error", "uncaught exception: TypeError: thrown from a socket listener; serving on"],
     ["error", "unhandled promise rejection: RangeError: a rejection nobody handles; serving on"],
     ["error", "GET /anything failed: Error: thrown by a request handler"],
-    ["info", "still serving after them; the handler's request was answered 500"],
+    [
+      "info",
+      'still serving after them; the handler\'s request was answered 500; counted {"exception":2,"rejection":1,"handler":1}',
+    ],
   ]);
   for (const line of lines.slice(0, 4)) {
     // Where it was thrown: in the line for text readers, the whole stack for JSON ones.

@@ -37,6 +37,9 @@ Deno.test("metrics expose the Go relay's names and add up after traffic", async 
   assert.equal(samples.get("websocket_bytes_sent_total"), 32);
   assert.equal(samples.get('websocket_rejected_connections_total{reason="origin"}'), 0);
   assert.equal(samples.get(`relay_build_info{version="${VERSION}"}`), 1);
+  for (const kind of ["exception", "rejection", "handler"]) {
+    assert.equal(samples.get(`relay_unexpected_errors_total{kind="${kind}"}`), 0, kind);
+  }
   assert.ok(samples.has("process_resident_memory_bytes"), "runtime default metrics are merged");
   await a.close();
 });
