@@ -28,8 +28,8 @@ import type { DisconnectReason } from "./stats.ts";
 export interface ClientHost {
   /** The socket opened: add the client (to its room, in `raw` mode). */
   register(client: Client): void;
-  /** The socket closed: remove the client, counted under `reason`. */
-  unregister(client: Client, reason: DisconnectReason): void;
+  /** The socket closed: remove the client, counted under `reason`; `error`: what the socket reported. */
+  unregister(client: Client, reason: DisconnectReason, error?: string): void;
   /** A `raw` frame arrived from the client; `bytes` is its payload size. */
   receive(client: Client, data: string | ArrayBuffer, bytes: number): void;
   /** A `json` subscribe, unsubscribe or publish the client may make. */
@@ -201,10 +201,11 @@ export class Client {
    * @internal The connection is gone.
    * @ignore Called by the connection or the hub, not by the relay's users.
    */
-  onClose(cause: CloseCause): void {
+  onClose(cause: CloseCause, error?: string): void {
     this.#open = false;
     clearTimeout(this.#expiryTimer);
-    this.#host.unregister(this, this.#closeReason ?? (cause === "server" ? "error" : cause));
+    const reason = this.#closeReason ?? (cause === "server" ? "error" : cause);
+    this.#host.unregister(this, reason, error);
     this.#onClosed?.(this);
   }
 

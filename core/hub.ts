@@ -65,7 +65,7 @@ export interface BroadcastOptions {
 
 type HubEvent =
   | { kind: "register"; client: Client }
-  | { kind: "unregister"; client: Client; reason: DisconnectReason }
+  | { kind: "unregister"; client: Client; reason: DisconnectReason; error?: string }
   | {
     kind: "broadcast";
     from: Client | undefined;
@@ -163,7 +163,8 @@ export class Hub extends EventTarget {
   readonly #clientHost: ClientHost = {
     register: (client) => this.#push({ kind: "register", client }),
     // A client not registered is ignored.
-    unregister: (client, reason) => this.#push({ kind: "unregister", client, reason }),
+    unregister: (client, reason, error) =>
+      this.#push({ kind: "unregister", client, reason, error }),
     receive: (client, data, bytes) => {
       this.stats.bytesReceived += bytes;
       this.#push({ kind: "broadcast", from: client, room: client.room, data, bytes });
@@ -348,7 +349,7 @@ export class Hub extends EventTarget {
       case "register":
         return this.#add(event.client);
       case "unregister":
-        return this.#remove(event.client, event.reason);
+        return this.#remove(event.client, event.reason, event.error);
       case "shutdown":
         this.#shuttingDown = true;
         for (const client of this.#clients) this.#close(client, "shutdown");
@@ -423,18 +424,24 @@ export class Hub extends EventTarget {
   }
 
   /** The one removal path: every way out ends here, so counts cannot drift. */
-  #remove(client: Client, reason: DisconnectReason): void {
+  #remove(client: Client, reason: DisconnectReason, error?: string): void {
     if (!this.#clients.delete(client)) return;
     this.#table.leaveAll(client);
     this.stats.disconnections[reason]++;
-    log.debug("disconnect {id} from {remote} room={room} reason={reason} after {seconds}s", {
-      id: client.id,
-      remote: client.remoteAddress,
-      room: client.room,
-      reason,
-      seconds: (Date.now() - client.connectedAt) / 1000,
-    });
-    this.#emit("disconnect", { client, reason });
+    log.debug(
+      `disconnect {id} from {remote} room={room} reason={reason}${
+        error === undefined ? "" : " ({error})"
+      } after {seconds}s`,
+      {
+        id: client.id,
+        remote: client.remoteAddress,
+        room: client.room,
+        reason,
+        error,
+        seconds: (Date.now() - client.connectedAt) / 1000,
+      },
+    );
+    this.#emit("disconnect", error === undefined ? { client, reason } : { client, reason, error });
   }
 
   /** Removes a client now and closes its socket with the code for `reason`. */

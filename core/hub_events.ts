@@ -26,6 +26,8 @@ export interface DisconnectEventDetail {
   client: Client;
   /** Why. */
   reason: DisconnectReason;
+  /** What the socket reported when it failed (`ECONNRESET`, `EPIPE`, ...), if it did. */
+  error?: string;
 }
 
 /** `detail` of the hub's `replayed` event: a recovery's replay has all gone out. */

@@ -64,8 +64,11 @@ export interface ConnectionHandler {
   onOpen(): void;
   /** A complete message from the peer: text as a string, binary as an `ArrayBuffer`. */
   onMessage(data: string | ArrayBuffer, bytes: number): void;
-  /** The connection is gone, whoever ended it. Called once. */
-  onClose(cause: CloseCause): void;
+  /**
+   * The connection is gone, whoever ended it. Called once. `error`: what
+   * the socket reported when it failed (`ECONNRESET`, `EPIPE`, ...), if it did.
+   */
+  onClose(cause: CloseCause, error?: string): void;
   /**
    * The bytes held for the peer are at or below the low-water mark again,
    * after {@link Connection.whenDrained} answered `false`. Called once per
@@ -172,6 +175,8 @@ export class WebSocketConnection implements Connection, ParserSink {
   #greeting: Uint8Array | undefined;
   #state = State.Open;
   #cause: CloseCause | undefined;
+  /** The first error the socket reported, for the disconnect's log line. */
+  #error: string | undefined;
   #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   /** Bytes of the write in flight, 0 when none is. */
@@ -227,8 +232,10 @@ export class WebSocketConnection implements Connection, ParserSink {
     this.destroy();
   }
 
-  static #onError(this: CarrierSocket): void {
-    this[CONNECTION].#cause ??= "error";
+  static #onError(this: CarrierSocket, error: Error & { code?: string }): void {
+    const connection = this[CONNECTION];
+    connection.#cause ??= "error";
+    connection.#error ??= error.code ?? error.message;
   }
 
   static #onSocketClose(this: CarrierSocket): void {
@@ -418,7 +425,7 @@ export class WebSocketConnection implements Connection, ParserSink {
     this.#queuedBytes = 0;
     this.#writingBytes = 0;
     this.#pool.gone(this);
-    this.#handler?.onClose(this.#cause ?? "error");
+    this.#handler?.onClose(this.#cause ?? "error", this.#error);
   }
 
   /** Discards frames not yet written; the 101 answer stays (without it the rest is garbage). */

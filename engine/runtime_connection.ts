@@ -42,6 +42,8 @@ export class RuntimeConnection implements Connection {
   #handler: ConnectionHandler | undefined;
   #open = false;
   #cause: CloseCause | undefined;
+  /** The first error the socket reported, for the disconnect's log line. */
+  #error: string | undefined;
   #closeOnOpen: [code: number, reason: string] | undefined;
   /** Never less than the bytes the socket holds unsent. */
   #inFlightBound = 0;
@@ -134,12 +136,16 @@ export class RuntimeConnection implements Connection {
         if (this.#closeOnOpen !== undefined) return this.#socket.close(...this.#closeOnOpen);
         this.#open = true;
         return this.#handler!.onOpen();
-      case "error":
+      case "error": {
+        const { message } = event as ErrorEvent;
         // An unanswered ping comes as this error first, then a close with the same reason.
-        this.#cause ??= (event as ErrorEvent).message === DENO_IDLE_TIMEOUT_REASON
-          ? "idle_timeout"
-          : "error";
+        if (message === DENO_IDLE_TIMEOUT_REASON) this.#cause ??= "idle_timeout";
+        else {
+          this.#cause ??= "error";
+          this.#error ??= message || undefined;
+        }
         return;
+      }
       case "close": {
         this.#open = false;
         this.#stopWaiting();
@@ -149,7 +155,7 @@ export class RuntimeConnection implements Connection {
           : code === 1006
           ? "error"
           : "client_close";
-        this.#handler!.onClose(this.#cause);
+        this.#handler!.onClose(this.#cause, this.#error);
       }
     }
   }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   connectRaw,
+  CuttableProxy,
   events,
   nextEvent,
   scrape,
@@ -104,6 +105,19 @@ Deno.test("Hub removes a disconnected client and stops delivering to it", async 
   a.send("still here");
   assert.equal(await a.next(), "still here");
   await a.close();
+});
+
+Deno.test("a client whose connection is reset is removed as an error, with the socket's ECONNRESET in its disconnect event", async () => {
+  await using relay = await startTestRelay();
+  await using proxy = await CuttableProxy.start(relay.addr.port);
+  const registered = nextEvent(relay.hub, "connect");
+  const client = await TestClient.open(`ws://127.0.0.1:${proxy.port}/`);
+  await registered;
+  const gone = nextEvent(relay.hub, "disconnect");
+  proxy.reset();
+  const { detail } = await gone;
+  assert.deepEqual([detail.reason, detail.error], ["error", "ECONNRESET"]);
+  await client.closed;
 });
 
 Deno.test("Hub closes a client that stops reading with 1013 while others keep receiving, and its TCP connection is released", async () => {

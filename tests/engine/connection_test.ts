@@ -81,6 +81,8 @@ class Recorder implements ConnectionHandler {
   drains = 0;
   readonly messages: [string | ArrayBuffer, number][] = [];
   readonly causes: CloseCause[] = [];
+  /** What `onClose` said the socket reported. */
+  error: string | undefined;
   readonly #closed = Promise.withResolvers<CloseCause>();
 
   onOpen(): void {
@@ -96,9 +98,10 @@ class Recorder implements ConnectionHandler {
     this.drains++;
   }
 
-  onClose(cause: CloseCause): void {
+  onClose(cause: CloseCause, error?: string): void {
     this.log.push(`close ${cause}`);
     this.causes.push(cause);
+    this.error = error;
     this.#closed.resolve(cause);
   }
 
@@ -586,8 +589,16 @@ Deno.test("a failed write ends the connection with cause error", async () => {
   socket.holdWrites = true;
   await nextTask();
   connection.send(text("queued behind the failing write"));
-  socket.release(new Error("EPIPE"));
+  socket.release(Object.assign(new Error("write EPIPE"), { code: "EPIPE" }));
   assert.equal(await handler.closed(), "error");
+  assert.equal(handler.error, "EPIPE", "what the socket reported, for the disconnect's log line");
+});
+
+Deno.test("a peer that ends without a close frame is an error with nothing more to report", async () => {
+  const { socket, handler } = open();
+  socket.peerEnds();
+  assert.equal(await handler.closed(), "error");
+  assert.equal(handler.error, undefined);
 });
 
 Deno.test("bytes the peer sent with its handshake are parsed after onOpen", async () => {
