@@ -9,7 +9,7 @@ const ROOT = new URL("../", import.meta.url).pathname;
 
 Deno.test("the compile task bakes in exactly the runtime flags the process tests run with", () => {
   const args = compileArgs("dist/relay");
-  const flags = args.filter((arg) => arg.startsWith("--allow") || arg.startsWith("--unstable"));
+  const flags = args.filter((arg) => /^--(allow|unstable|v8-flags)/.test(arg));
   assert.deepEqual(flags, [...RELAY_RUNTIME_FLAGS]);
   assert.ok(!args.includes("-A") && !args.includes("--allow-all"));
   for (const file of EMBEDDED_FILES) {
