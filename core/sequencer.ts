@@ -106,11 +106,11 @@ export class Sequencer {
     // Subscribing again starts over: the new answer says what follows it.
     pacer.cancel(channel, client);
     table.join(client, name);
-    const replay = newReplay(client, name, channel);
     const recover = link?.link.recover?.bind(link.link);
     if (recover !== undefined) {
       // The broker knows the channel's seq, epoch and history; live messages
       // for this client wait in the replay until its answer is in.
+      const replay = newReplay(client, name, channel);
       channel.pending.set(client, replay);
       recover(name, since).then(
         (recovery) => later(() => this.#recovered(command, recovery, replay)),
@@ -121,8 +121,9 @@ export class Sequencer {
     const state = since === undefined
       ? { seq: channel.lastSeq, epoch, entries: [], complete: false }
       : historyState(channel, since, epoch);
-    const { entries, bytes } = this.#answer(replay, command, state);
+    const { entries, bytes } = this.#answer(client, command, state);
     if (entries.length === 0) return;
+    const replay = newReplay(client, name, channel);
     replay.entries = entries;
     replay.history = entries.length;
     replay.historyBytes = bytes;
@@ -253,7 +254,7 @@ export class Sequencer {
     // Without the broker this hub vouches only for what it saw, under the epoch it saw it.
     const state = recovery ?? localState(channel, command.since, command.epoch);
     const waited = replay.entries as HistoryEntry[];
-    const answer = this.#answer(replay, command, state);
+    const answer = this.#answer(client, command, state);
     // A copy: the held live messages are appended to it, and a broker's entries are its own.
     const entries = [...answer.entries];
     replay.history = entries.length;
@@ -302,14 +303,14 @@ export class Sequencer {
    * `subscribeAnswer`, and returns what to replay.
    */
   #answer(
-    replay: Replay,
-    { since, epoch, id }: Subscribe,
+    client: Client,
+    { channel, since, epoch, id }: Subscribe,
     state: Recovery,
   ): { entries: HistoryEntry[]; bytes: number } {
     const { pacer } = this.#options;
     const answer = subscribeAnswer(state, since, epoch, (bytes) => pacer.affordable(bytes));
-    replay.client.reply(encodeSubscribed({
-      channel: replay.name,
+    client.reply(encodeSubscribed({
+      channel,
       seq: state.seq,
       epoch: state.epoch,
       recovered: answer.recovered,
