@@ -222,3 +222,20 @@ Deno.test("ChannelTable: leaving drops an unused channel, and fan-out counts del
   assert.equal(table.leave(asClient(alice), "room"), false);
   assert.deepEqual([...alice.channels], []);
 });
+
+Deno.test("ChannelTable.sweep() expires old history and forgets a channel left with nothing", () => {
+  const { table } = setUp();
+  const alice = new FakeClient("a");
+  const long = Date.now() - 120_000; // past the 60 s TTL of setUp's histories
+  for (const name of ["quiet", "busy"]) {
+    const channel = table.open(name);
+    const frame = `{"seq":1,"channel":"${name}"}`;
+    channel.history!.push({ seq: 1, time: long, frame }, frame.length);
+    channel.lastSeq = 1;
+    channel.lastTime = long;
+  }
+  table.join(asClient(alice), "busy");
+  table.sweep();
+  assert.equal(table.get("quiet"), undefined, "nobody in it, nothing left to recover");
+  assert.equal(table.get("busy")?.history?.length, 0, "expired, but kept for its member");
+});
