@@ -102,6 +102,7 @@ const channelsSchema = z.strictObject({
   history_max_bytes: intIn(0, MAX_INT, " (0: no limit)").default(8_388_608),
   max_history_bytes_total: intIn(0, MAX_INT, " (0: no cap)").default(268_435_456),
   max_replay_bytes: intIn(0, MAX_INT, " (0: no replays)").default(8_388_608),
+  max_idle_channels: intIn(0, MAX_INT, " (0: no limit)").default(100_000),
 });
 
 const brokerSchema = z.strictObject({
@@ -259,6 +260,7 @@ export interface Config {
     history_max_bytes: number;
     max_history_bytes_total: number;
     max_replay_bytes: number;
+    max_idle_channels: number;
   };
   /** Who may connect and who may publish. */
   auth: {

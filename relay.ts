@@ -124,6 +124,7 @@ export function hubOptions(config: Config): HubOptions {
     historyMaxBytes: channels.history_max_bytes,
     maxHistoryBytesTotal: Math.floor(channels.max_history_bytes_total / server.workers),
     maxReplayBytes: channels.max_replay_bytes,
+    maxIdleChannels: channels.max_idle_channels,
     replaySlackBytes: websocket.send_buffer_max_bytes || 4 * websocket.send_buffer_bytes,
     maxChannelsPerConnection: websocket.max_channels_per_connection,
   };

@@ -1,6 +1,9 @@
 /**
  * Every channel (and room) of one hub by name: who is in it, fan-out to its
- * members, and forgetting it once nothing needs it. Fan-out hands one
+ * members, and forgetting it once nothing needs it. Channels nobody is in
+ * but kept for their history are bounded in number: past the bound the
+ * longest idle is forgotten, so publishing to endless fresh names cannot
+ * fill the process for `history_ttl`. Fan-out hands one
  * {@link Outbound} to every member, so a frame is encoded once however many
  * receive it; a member over its send budget is reported as slow rather
  * than allowed to hold the fan-out hostage. Only the hub's loop calls
@@ -20,6 +23,8 @@ export interface ChannelTableOptions {
   start: ChannelOptions;
   /** How long an emptied channel's seq must still answer a recovery, in ms. */
   historyTtlMs: number;
+  /** Channels nobody is in that may be kept for their history; 0: no limit. */
+  maxIdleChannels: number;
   /** How far a member's replay may fall behind the live stream before it is slow. */
   maxBehindBytes: number;
   /** The replays a member leaving a channel cancels. */
@@ -34,6 +39,14 @@ export interface ChannelTableOptions {
 export class ChannelTable {
   readonly #channels = new Map<string, Channel>();
   readonly #options: ChannelTableOptions;
+  /** Channels nobody is in, kept for their history: the longest idle first. */
+  readonly #idle = new Map<string, Channel>();
+  /**
+   * Idle channels forgotten so far. A channel made after one was may be
+   * one that was forgotten, whose seqs restart: it numbers under an epoch
+   * of its own, so no (epoch, seq) names two messages.
+   */
+  #forgotten = 0;
 
   /** A table with no channels. */
   constructor(options: ChannelTableOptions) {
@@ -49,7 +62,13 @@ export class ChannelTable {
   open(name: string): Channel {
     let channel = this.#channels.get(name);
     if (channel === undefined) {
-      channel = newChannel(this.#options.start);
+      const { start } = this.#options;
+      const forgotten = this.#forgotten;
+      channel = newChannel(
+        forgotten > 0 && start.numbering
+          ? { ...start, epoch: `${start.epoch}.${forgotten}` }
+          : start,
+      );
       this.#channels.set(name, channel);
     }
     return channel;
@@ -65,6 +84,7 @@ export class ChannelTable {
     const channel = this.open(name);
     channel.members.add(client);
     client.channels.add(name);
+    this.#idle.delete(name);
     return channel;
   }
 
@@ -122,14 +142,17 @@ export class ChannelTable {
    * Forgets a channel with no members and nothing to recover. One whose
    * history a byte bound emptied is kept until its last message is past the
    * TTL: until then its seq must answer a recovery with `recovered: false`,
-   * not pass for a new channel with nothing missed.
+   * not pass for a new channel with nothing missed. A channel kept without
+   * members is idle; `used`: a message just went through it, which makes it
+   * the most recently used of them.
    */
-  dropIfUnused(name: string, channel: Channel): void {
-    if (channel.members.size > 0 || channel.history?.length) return;
-    if (
-      channel.history !== undefined && Date.now() - channel.lastTime < this.#options.historyTtlMs
-    ) return;
+  dropIfUnused(name: string, channel: Channel, used = false): void {
+    if (channel.members.size > 0) return;
+    const recoverable = channel.history !== undefined &&
+      (channel.history.length > 0 || Date.now() - channel.lastTime < this.#options.historyTtlMs);
+    if (recoverable) return this.#keepIdle(name, channel, used);
     this.#channels.delete(name);
+    this.#idle.delete(name);
   }
 
   /** Expires old history everywhere, even in channels nobody publishes to any more. */
@@ -139,6 +162,21 @@ export class ChannelTable {
       channel.history?.expire(now);
       this.dropIfUnused(name, channel);
     }
+  }
+
+  /** Keeps `channel` as idle, forgetting the longest idle one past the bound. */
+  #keepIdle(name: string, channel: Channel, used: boolean): void {
+    const idle = this.#idle;
+    if (used) idle.delete(name);
+    else if (idle.has(name)) return;
+    idle.set(name, channel);
+    const max = this.#options.maxIdleChannels;
+    if (max === 0 || idle.size <= max) return;
+    const [oldest, forgotten] = idle.entries().next().value!;
+    idle.delete(oldest);
+    this.#channels.delete(oldest);
+    forgotten.history?.clear("max_idle_channels");
+    this.#forgotten++;
   }
 
   #forget(channel: Channel, client: Client): void {

@@ -208,6 +208,11 @@ export class History {
     this.#ledger.trim();
   }
 
+  /** Drops every entry, counted under `reason`: the channel is forgotten. */
+  clear(reason: HistoryDropReason): void {
+    while (this.#length > 0) this.#dropFirst(reason);
+  }
+
   /** Drops entries older than the TTL. */
   expire(now: number): void {
     const oldest = now - this.#ttlMs;

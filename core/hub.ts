@@ -190,6 +190,7 @@ export class Hub extends EventTarget {
       maxReplayBytes = 8_388_608,
       replaySlackBytes = 16_777_216,
       maxChannelsPerConnection = 128,
+      maxIdleChannels = 100_000,
       epoch = crypto.randomUUID().slice(0, 8),
       link,
     } = options;
@@ -219,6 +220,7 @@ export class Hub extends EventTarget {
           : undefined,
       },
       historyTtlMs,
+      maxIdleChannels,
       maxBehindBytes: maxReplayBytes + replaySlackBytes,
       pacer: this.#pacer,
       stats: this.stats,
@@ -228,7 +230,6 @@ export class Hub extends EventTarget {
       table: this.#table,
       pacer: this.#pacer,
       stats: this.stats,
-      epoch,
       echo,
       maxChannels: maxChannelsPerConnection,
       link: link && { link, outbox: this.#outbox! },

@@ -60,6 +60,12 @@ export interface JsonChannelOptions {
   replaySlackBytes?: number;
   /** Channels one client may be in at once; 0: no limit. @default 128 */
   maxChannelsPerConnection?: number;
+  /**
+   * Channels nobody is in that are kept for their history; past it the
+   * longest idle are forgotten, history and all, and one that comes back
+   * starts a new numbering (a new epoch). 0: no limit. @default 100000
+   */
+  maxIdleChannels?: number;
 }
 
 /** What a {@link Sequencer} works with; all of it the hub's. */
@@ -67,8 +73,6 @@ export interface SequencerOptions {
   table: ChannelTable;
   pacer: ReplayPacer;
   stats: RelayStats;
-  /** The hub's own numbering, used without a broker. */
-  epoch: string;
   /** Whether a sender receives its own messages. */
   echo: boolean;
   /** Channels one client may be in at once; 0: no limit. */
@@ -91,7 +95,7 @@ export class Sequencer {
   /** Subscribes `client` and answers it: `subscribed`, then any replay. */
   subscribe(client: Client, command: Subscribe): void {
     const { channel: name, since, id } = command;
-    const { table, pacer, stats, maxChannels, link, later, epoch } = this.#options;
+    const { table, pacer, stats, maxChannels, link, later } = this.#options;
     if (maxChannels > 0 && client.channels.size >= maxChannels && !client.channels.has(name)) {
       stats.refused.too_many_channels++;
       return client.reply(encodeError({
@@ -119,8 +123,8 @@ export class Sequencer {
       return;
     }
     const state = since === undefined
-      ? { seq: channel.lastSeq, epoch, entries: [], complete: false }
-      : historyState(channel, since, epoch);
+      ? { seq: channel.lastSeq, epoch: channel.epoch, entries: [], complete: false }
+      : historyState(channel, since, channel.epoch);
     const { entries, bytes } = this.#answer(client, command, state);
     if (entries.length === 0) return;
     const replay = newReplay(client, name, channel);
@@ -176,7 +180,7 @@ export class Sequencer {
       origin: origin ?? link.outbox.index,
       sender: senderId,
     });
-    table.dropIfUnused(name, channel);
+    table.dropIfUnused(name, channel, true);
     return delivered;
   }
 
@@ -202,7 +206,7 @@ export class Sequencer {
     const outbound = new Outbound(data, bytes);
     channel.history?.push({ seq, time, frame: data, message: outbound }, bytes);
     table.fanOut(room, outbound, this.#skip(room, sender, origin), seq);
-    table.dropIfUnused(room, channel);
+    table.dropIfUnused(room, channel, true);
   }
 
   /**

@@ -44,6 +44,7 @@ export const HISTORY_DROP_REASONS = [
   "history_max_bytes",
   "max_history_bytes_total",
   "history_ttl",
+  "max_idle_channels",
 ] as const;
 /** One of {@link HISTORY_DROP_REASONS}. */
 export type HistoryDropReason = typeof HISTORY_DROP_REASONS[number];

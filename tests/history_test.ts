@@ -115,11 +115,15 @@ Deno.test("HistoryLedger counts each bound's drops under its own reason", () => 
   fill(history, 1, 4, 10, 0); // size 3: 1 goes
   history.push(entry(5, 0), 40); // size 3: 2 goes; 3, 4, 5 make 60 bytes: 3 goes
   history.expire(5000); // 4 and 5 are older than the TTL
+  const forgotten = new History(3, 1000, { ledger });
+  fill(forgotten, 1, 2, 10, 4500);
+  forgotten.clear("max_idle_channels"); // its channel is forgotten: both go
   assert.deepEqual(stats.historyDropped, {
     history_size: 2,
     history_max_bytes: 1,
     max_history_bytes_total: 0,
     history_ttl: 2,
+    max_idle_channels: 2,
   });
   assert.equal(ledger.bytes, 0);
   assert.equal(stats.historyBytes, 0);

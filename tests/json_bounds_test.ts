@@ -3,8 +3,9 @@
  * (`too_many_channels`, the connection stays usable), history bytes per
  * channel and in total (oldest dropped first, counted, a recovery from
  * before them answered `recovered: false`), history of channels nobody is
- * in kept for recovery within those bounds. A canary subscriber must get
- * every message.
+ * in kept for recovery within those bounds, and the number of such idle
+ * channels (the longest idle forgotten; one that comes back numbers under
+ * a new epoch). A canary subscriber must get every message.
  *
  * @module
  */
@@ -89,4 +90,35 @@ Deno.test("history of all channels past max_history_bytes_total drops the oldest
   assert.deepEqual([kept.recovered, kept.seq], [true, 1]);
   assert.equal(((await nextJson(client)).data as { i: number }).i, 10);
   await Promise.all([client.close(), canary.close()]);
+});
+
+Deno.test("publishing to endless fresh channels keeps at most max_idle_channels of them: the longest idle are forgotten, counted, and one that comes back starts a new epoch", async () => {
+  await using relay = await startTestRelay({
+    websocket: { protocol: "json" },
+    channels: { max_idle_channels: 50 },
+  });
+  const canary = await subscribe(relay, "canary");
+  const { epoch } = canary.reply;
+  const flood = await TestClient.connect(relay);
+  for (let i = 0; i < 200; i++) {
+    flood.send(JSON.stringify({ type: "publish", channel: `fresh-${i}`, data: i }));
+  }
+  // Commands are handled in order: once the ping is answered, every publish was.
+  assert.deepEqual(await ask(flood, { type: "ping" }), { type: "pong" });
+  await relay.hub.publish("canary", "still served");
+  assert.equal((await nextJson(canary.client)).data, "still served");
+  const samples = await scrape(relay);
+  assert.equal(samples.get('relay_history_dropped_total{reason="max_idle_channels"}'), 150);
+  // Made after the first was forgotten: numbered under an epoch of its own, and still kept.
+  const { client: first, reply } = await subscribe(relay, "fresh-199");
+  assert.notEqual(reply.epoch, epoch);
+  const recent = await subscribe(relay, "fresh-199", 0, reply.epoch);
+  assert.deepEqual([recent.reply.recovered, recent.reply.seq], [true, 1]);
+  assert.equal((await nextJson(recent.client)).data, 199);
+  // Made before: numbered under the relay's epoch, and forgotten.
+  const forgotten = await subscribe(relay, "fresh-0", 0, epoch);
+  assert.equal(forgotten.reply.recovered, false, "its history is gone");
+  assert.notEqual(forgotten.reply.epoch, epoch, "and its numbering starts over under a new epoch");
+  const clients = [canary.client, flood, first, recent.client, forgotten.client];
+  await Promise.all(clients.map((client) => client.close()));
 });

@@ -68,7 +68,7 @@ class FakeLink implements HubLink {
   }
 }
 
-function setUp(link?: FakeLink, echo = true) {
+function setUp(link?: FakeLink, echo = true, maxIdleChannels = 0) {
   const stats = new RelayStats();
   const tasks: (() => void)[] = [];
   const pacer = new ReplayPacer({
@@ -84,9 +84,10 @@ function setUp(link?: FakeLink, echo = true) {
       numbering: !brokered,
       history: brokered
         ? undefined
-        : { size: 10, ttlMs: 60_000, maxBytes: 0, ledger: new HistoryLedger() },
+        : { size: 10, ttlMs: 60_000, maxBytes: 0, ledger: new HistoryLedger({ counts: stats }) },
     },
     historyTtlMs: 60_000,
+    maxIdleChannels,
     maxBehindBytes: 1 << 20,
     pacer,
     stats,
@@ -97,7 +98,6 @@ function setUp(link?: FakeLink, echo = true) {
     table,
     pacer,
     stats,
-    epoch: "e1",
     echo,
     maxChannels: 2,
     link: link && { link, outbox: outbox! },
@@ -238,4 +238,21 @@ Deno.test("ChannelTable.sweep() expires old history and forgets a channel left w
   table.sweep();
   assert.equal(table.get("quiet"), undefined, "nobody in it, nothing left to recover");
   assert.equal(table.get("busy")?.history?.length, 0, "expired, but kept for its member");
+});
+
+Deno.test("ChannelTable keeps at most maxIdleChannels channels nobody is in, forgetting the longest idle", () => {
+  const { sequencer, table, stats } = setUp(undefined, true, 2);
+  const alice = new FakeClient("a");
+  sequencer.subscribe(asClient(alice), { type: "subscribe", channel: "watched" });
+  for (const name of ["c1", "c2", "watched", "c1", "c3"]) sequencer.publish(name, '"x"');
+  assert.equal(table.get("c2"), undefined, "the longest idle (c1 was used again since)");
+  assert.deepEqual(["c1", "c3", "watched"].map((name) => table.get(name)?.lastSeq), [2, 1, 1]);
+  assert.equal(stats.historyDropped.max_idle_channels, 1, "its history went with it");
+  // One that comes back starts a numbering of its own: its old (epoch, seq) names stay unique.
+  sequencer.publish("c2", '"again"');
+  assert.equal(table.get("c2")!.epoch, "e1.1");
+  const bob = new FakeClient("b");
+  sequencer.subscribe(asClient(bob), { type: "subscribe", channel: "c2", since: 0, epoch: "e1" });
+  assert.deepEqual(bob.seen(), ["subscribed 1 false"]);
+  assert.ok(table.get("watched"), "a channel with a member is never idle");
 });
