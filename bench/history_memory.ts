@@ -40,8 +40,12 @@ if (!(COUNT > 0 && BYTES > 0 && AFTER_MS >= 0)) {
   console.error("history_memory: --count, --bytes and --after-seconds must be positive numbers");
   Deno.exit(2);
 }
-/** Publishes between two pings: the publisher waits for the pong, so it never runs far ahead. */
-const WINDOW = 16;
+/**
+ * Publishes between two pings (about 16 MB of them, at least 16): the
+ * publisher waits for the pong, so it never runs far ahead, and tiny
+ * messages do not pay a round trip each.
+ */
+const WINDOW = Math.max(16, Math.floor(16_000_000 / BYTES));
 const SAMPLE_MS = 200;
 const CANARY_MS = 100;
 /** The whole run, whatever happens. */

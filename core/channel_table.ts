@@ -39,8 +39,18 @@ export interface ChannelTableOptions {
 export class ChannelTable {
   readonly #channels = new Map<string, Channel>();
   readonly #options: ChannelTableOptions;
-  /** Channels nobody is in, kept for their history: the longest idle first. */
-  readonly #idle = new Map<string, Channel>();
+  /**
+   * Channels nobody is in, kept for their history, in the order they became
+   * idle or were last used, each with the place it had then; an entry whose
+   * channel has moved on (used again, joined, dropped) is stale and skipped.
+   * A queue rather than a Map: forgetting from the front of a Map leaves
+   * holes every later look at its front walks over.
+   */
+  #idleQueue: ({ name: string; channel: Channel; place: number } | undefined)[] = [];
+  #idleHead = 0;
+  /** Channels idle now. */
+  #idleCount = 0;
+  #lastPlace = 0;
   /**
    * Idle channels forgotten so far. A channel made after one was may be
    * one that was forgotten, whose seqs restart: it numbers under an epoch
@@ -84,7 +94,7 @@ export class ChannelTable {
     const channel = this.open(name);
     channel.members.add(client);
     client.channels.add(name);
-    this.#idle.delete(name);
+    this.#notIdle(channel);
     return channel;
   }
 
@@ -152,7 +162,7 @@ export class ChannelTable {
       (channel.history.length > 0 || Date.now() - channel.lastTime < this.#options.historyTtlMs);
     if (recoverable) return this.#keepIdle(name, channel, used);
     this.#channels.delete(name);
-    this.#idle.delete(name);
+    this.#notIdle(channel);
   }
 
   /** Expires old history everywhere, even in channels nobody publishes to any more. */
@@ -166,17 +176,45 @@ export class ChannelTable {
 
   /** Keeps `channel` as idle, forgetting the longest idle one past the bound. */
   #keepIdle(name: string, channel: Channel, used: boolean): void {
-    const idle = this.#idle;
-    if (used) idle.delete(name);
-    else if (idle.has(name)) return;
-    idle.set(name, channel);
+    if (channel.idle !== 0 && !used) return;
+    if (channel.idle === 0) this.#idleCount++;
+    const place = channel.idle = ++this.#lastPlace;
+    this.#idleQueue.push({ name, channel, place });
     const max = this.#options.maxIdleChannels;
-    if (max === 0 || idle.size <= max) return;
-    const [oldest, forgotten] = idle.entries().next().value!;
-    idle.delete(oldest);
-    this.#channels.delete(oldest);
-    forgotten.history?.clear("max_idle_channels");
-    this.#forgotten++;
+    while (max > 0 && this.#idleCount > max) {
+      const oldest = this.#idleQueue[this.#idleHead]!;
+      // The slot goes with it, so a forgotten channel is not held by the queue.
+      this.#idleQueue[this.#idleHead++] = undefined;
+      if (oldest.channel.idle !== oldest.place) continue;
+      this.#notIdle(oldest.channel);
+      this.#channels.delete(oldest.name);
+      oldest.channel.history?.clear("max_idle_channels");
+      this.#forgotten++;
+    }
+    this.#compactIdle();
+  }
+
+  #notIdle(channel: Channel): void {
+    if (channel.idle === 0) return;
+    channel.idle = 0;
+    this.#idleCount--;
+  }
+
+  /**
+   * Keeps the idle queue in proportion to the idle channels: the consumed
+   * front is cut off, and stale entries go once they are most of it.
+   */
+  #compactIdle(): void {
+    const queue = this.#idleQueue;
+    const head = this.#idleHead;
+    const length = queue.length - head;
+    if (length > 2 * this.#idleCount + 1024) {
+      this.#idleQueue = queue.slice(head).filter((entry) => entry!.channel.idle === entry!.place);
+      this.#idleHead = 0;
+    } else if (head > 1024 && head > length) {
+      this.#idleQueue = queue.slice(head);
+      this.#idleHead = 0;
+    }
   }
 
   #forget(channel: Channel, client: Client): void {

@@ -37,6 +37,8 @@ export interface Channel {
   readonly pending: Map<Client, Replay>;
   /** Members a recovery already sent everything up to this seq (the live stream may lag). */
   readonly floors: Map<Client, number>;
+  /** While nobody is in it: its place in the table's idle order (see `channel_table.ts`); else 0. */
+  idle: number;
 }
 
 /**
@@ -119,6 +121,7 @@ export function newChannel(options: ChannelOptions): Channel {
     }),
     pending: new Map(),
     floors: new Map(),
+    idle: 0,
   };
 }
 

@@ -256,3 +256,13 @@ Deno.test("ChannelTable keeps at most maxIdleChannels channels nobody is in, for
   assert.deepEqual(bob.seen(), ["subscribed 1 false"]);
   assert.ok(table.get("watched"), "a channel with a member is never idle");
 });
+
+Deno.test("ChannelTable's idle order survives a channel used many times while idle", () => {
+  const { sequencer, table } = setUp(undefined, true, 2);
+  for (let i = 0; i < 10_000; i++) sequencer.publish("hot", `${i}`);
+  sequencer.publish("c1", '"x"');
+  sequencer.publish("hot", '"again"');
+  sequencer.publish("c2", '"x"');
+  assert.equal(table.get("c1"), undefined, "idle longest: hot was used after it");
+  assert.deepEqual(["hot", "c2"].map((name) => table.get(name)?.lastSeq), [10_001, 1]);
+});
