@@ -41,11 +41,11 @@ if (!(COUNT > 0 && BYTES > 0 && AFTER_MS >= 0)) {
   Deno.exit(2);
 }
 /**
- * Publishes between two pings (about 16 MB of them, at least 16): the
+ * Publishes between two pings (at least 16, or about 256 KB of them): the
  * publisher waits for the pong, so it never runs far ahead, and tiny
  * messages do not pay a round trip each.
  */
-const WINDOW = Math.max(16, Math.floor(16_000_000 / BYTES));
+const WINDOW = Math.max(16, Math.floor(262_144 / BYTES));
 const SAMPLE_MS = 200;
 const CANARY_MS = 100;
 /** The whole run, whatever happens. */
