@@ -69,27 +69,40 @@ import { BrokerStats } from "../core/stats.ts";
 const log = getLogger(["relay", "broker"]);
 
 /**
- * The start of every script: `epoch_of(nonce)` returns the channel's epoch
- * (KEYS[1] is its hash of `seq` and `epoch`, KEYS[2] its stream), making a
- * new numbering first when the hash has none. A new epoch is Redis's clock
- * to the microsecond and the asking instance's id, so it differs from every
- * earlier one, even after a restart that lost the data that named them.
+ * The start of every script: `epoch_of(nonce, keep)` returns the channel's
+ * epoch (KEYS[1] is its hash of `seq` and `epoch`, KEYS[2] its stream),
+ * making a new numbering first when the hash has none. A new epoch is
+ * Redis's clock to the microsecond and the asking instance's id, so it
+ * differs from every earlier one, even after a restart that lost the data
+ * that named them. Every call keeps the hash for `keep` ms more
+ * ({@link NUMBERING_KEEP_MS}): a channel nobody publishes to or subscribes
+ * to for that long is forgotten, and the next use starts a new epoch,
+ * rather than every channel name ever used staying in Redis for good.
  */
 const EPOCH_LUA = `
-local function epoch_of(nonce)
+local function epoch_of(nonce, keep)
   local epoch = redis.call('HGET', KEYS[1], 'epoch')
-  if epoch then return epoch end
-  local now = redis.call('TIME')
-  epoch = string.format('%x%05x', now[1], now[2]) .. '-' .. nonce
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
-  redis.call('DEL', KEYS[2])
+  if not epoch then
+    local now = redis.call('TIME')
+    epoch = string.format('%x%05x', now[1], now[2]) .. '-' .. nonce
+    redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+    redis.call('DEL', KEYS[2])
+  end
+  redis.call('PEXPIRE', KEYS[1], keep)
   return epoch
 end
 `;
 
+/**
+ * How long a channel's numbering outlives its last publish or subscribe in
+ * Redis, at least: a day, or `history_ttl` if that is longer (the stream
+ * never outlives the numbering it belongs to).
+ */
+export const NUMBERING_KEEP_MS = 86_400_000;
+
 /** Numbers a `json` publish, keeps it in the stream, and puts it on the bus. */
 const PUBLISH_SCRIPT = EPOCH_LUA + `
-local epoch = epoch_of(ARGV[3])
+local epoch = epoch_of(ARGV[3], ARGV[10])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -106,7 +119,7 @@ return seq
 
 /** A channel's seq, epoch, and the stream entries after `since` (ARGV[1], "" for none). */
 const RECOVER_SCRIPT = EPOCH_LUA + `
-local epoch = epoch_of(ARGV[2])
+local epoch = epoch_of(ARGV[2], ARGV[3])
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local entries = {}
 if ARGV[1] ~= '' then
@@ -123,7 +136,7 @@ return {seq, epoch, entries}
  */
 const ROTATE_SCRIPT = EPOCH_LUA + `
 redis.call('HDEL', KEYS[1], 'epoch')
-local epoch = epoch_of(ARGV[1])
+local epoch = epoch_of(ARGV[1], ARGV[4])
 redis.call('PUBLISH', ARGV[2], 'N' .. ARGV[3] .. '\\n' .. epoch)
 return epoch
 `;
@@ -154,6 +167,8 @@ export class RedisBroker implements HubLink {
   readonly #expected = new Map<number, number>();
   /** This instance's part of the epochs it makes in Redis. */
   readonly #nonce: string;
+  /** How long each use keeps a channel's numbering in Redis, in ms, as the scripts take it. */
+  readonly #keep: string;
   readonly #publisher;
   readonly #subscriber;
   /** The commands connection and the bus subscription's, each judged by its PINGs. */
@@ -196,6 +211,7 @@ export class RedisBroker implements HubLink {
     // Versioned: instances of another bus format share nothing rather than misread each other.
     this.#bus = `${options.config.prefix}bus:2`;
     this.#nonce = this.index.toString(16);
+    this.#keep = String(Math.max(NUMBERING_KEEP_MS, options.historyTtlMs));
     this.#timeoutMs = durationMs(options.config.timeout);
     this.#pingIntervalMs = durationMs(options.config.ping_interval);
     // Nothing read or written for ten timeouts (PINGs go out every interval
@@ -298,6 +314,7 @@ export class RedisBroker implements HubLink {
           String(this.index),
           message.sender ?? "",
           String(this.#sent++),
+          this.#keep,
         ],
       }).then(
         () => {
@@ -315,7 +332,7 @@ export class RedisBroker implements HubLink {
     if (!this.#sequencing) throw new Error("broker unreachable");
     const [seq, epoch, rows] = await this.#bounded(this.#publisher.eval(RECOVER_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
-      arguments: [since === undefined ? "" : String(since), this.#nonce],
+      arguments: [since === undefined ? "" : String(since), this.#nonce, this.#keep],
     })) as [number, string, [string, string[]][]];
     const oldest = Date.now() - this.#options.historyTtlMs;
     const entries = rows.map(([id, fields]) => ({
@@ -412,7 +429,7 @@ export class RedisBroker implements HubLink {
   #rotate(channel: string): void {
     this.#publisher.eval(ROTATE_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
-      arguments: [this.#nonce, this.#bus, channel],
+      arguments: [this.#nonce, this.#bus, channel, this.#keep],
     }).catch(() => this.#forked.add(channel));
   }
 

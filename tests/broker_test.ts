@@ -12,6 +12,7 @@ import {
 } from "./helpers.ts";
 import { RelayProcess, withConfig } from "./process.ts";
 import { brokerState, instances, REDIS_AVAILABLE, RedisServer, restartEmpty } from "./redis.ts";
+import { NUMBERING_KEEP_MS } from "../scale/broker.ts";
 
 const ignore = !REDIS_AVAILABLE;
 
@@ -196,6 +197,27 @@ Deno.test({
     const samples = await scrape(b);
     assert.equal(samples.get('websocket_disconnections_total{reason="slow_consumer"}'), 0);
     await Promise.all([canary.client.close(), late.close()]);
+  },
+});
+
+Deno.test({
+  name:
+    "broker json: a channel's numbering in Redis expires a day after its last publish or subscribe, so used names do not pile up for good",
+  ignore,
+  async fn() {
+    await using redis = await RedisServer.start();
+    await using cluster = await instances(redis, 1, { websocket: { protocol: "json" } });
+    const [a] = cluster.relays;
+    const ttl = async (key: string) => Number(await redis.command("PTTL", key));
+    // Subscribed to and never published to: kept all the same, not for good.
+    const quiet = await subscribe(a, "quiet");
+    const kept = await ttl("test:seq:quiet");
+    assert.ok(kept > NUMBERING_KEEP_MS - 60_000 && kept <= NUMBERING_KEEP_MS, `PTTL ${kept}`);
+    await redis.command("PEXPIRE", "test:seq:quiet", "1000");
+    await a.hub.publish("quiet", "used again");
+    assert.equal((await nextJson(quiet.client)).data, "used again");
+    assert.ok(await ttl("test:seq:quiet") > 1000, "each use keeps it a day more");
+    await quiet.client.close();
   },
 });
 
