@@ -164,16 +164,16 @@ export function localState(
 }
 
 /**
- * What this hub's own history holds for a subscribe with `since`, under
- * `epoch` (the hub's): the entries after it, and whether they are all
+ * What this hub's own history holds for a subscribe with `since`, in the
+ * channel's numbering: the entries after it, and whether they are all
  * that came after it.
  */
-export function historyState(channel: Channel, since: number, epoch: string): Recovery {
+export function historyState(channel: Channel, since: number): Recovery {
   channel.history?.expire(Date.now());
   const found = channel.history?.since(since, channel.lastSeq);
   return {
     seq: channel.lastSeq,
-    epoch,
+    epoch: channel.epoch,
     entries: found?.entries ?? [],
     complete: found?.complete ?? replayComplete(since, channel.lastSeq, []),
   };

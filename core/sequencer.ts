@@ -124,7 +124,7 @@ export class Sequencer {
     }
     const state = since === undefined
       ? { seq: channel.lastSeq, epoch: channel.epoch, entries: [], complete: false }
-      : historyState(channel, since, channel.epoch);
+      : historyState(channel, since);
     const { entries, bytes } = this.#answer(client, command, state);
     if (entries.length === 0) return;
     const replay = newReplay(client, name, channel);
