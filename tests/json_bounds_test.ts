@@ -103,7 +103,8 @@ Deno.test("publishing to endless fresh channels keeps at most max_idle_channels 
   for (let i = 0; i < 200; i++) {
     flood.send(JSON.stringify({ type: "publish", channel: `fresh-${i}`, data: i }));
   }
-  // Commands are handled in order: once the ping is answered, every publish was.
+  // The pong says the relay read every publish (one socket, in order), so they are queued in the
+  // hub ahead of this server publish: once the canary has it, the hub has handled them all.
   assert.deepEqual(await ask(flood, { type: "ping" }), { type: "pong" });
   await relay.hub.publish("canary", "still served");
   assert.equal((await nextJson(canary.client)).data, "still served");
