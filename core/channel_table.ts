@@ -80,6 +80,7 @@ export class ChannelTable {
           : start,
       );
       this.#channels.set(name, channel);
+      this.#options.stats.channels = this.#channels.size;
     }
     return channel;
   }
@@ -162,6 +163,7 @@ export class ChannelTable {
       (channel.history.length > 0 || Date.now() - channel.lastTime < this.#options.historyTtlMs);
     if (recoverable) return this.#keepIdle(name, channel, used);
     this.#channels.delete(name);
+    this.#options.stats.channels = this.#channels.size;
     this.#notIdle(channel);
   }
 
@@ -177,7 +179,7 @@ export class ChannelTable {
   /** Keeps `channel` as idle, forgetting the longest idle one past the bound. */
   #keepIdle(name: string, channel: Channel, used: boolean): void {
     if (channel.idle !== 0 && !used) return;
-    if (channel.idle === 0) this.#idleCount++;
+    if (channel.idle === 0) this.#options.stats.idleChannels = ++this.#idleCount;
     const place = channel.idle = ++this.#lastPlace;
     this.#idleQueue.push({ name, channel, place });
     const max = this.#options.maxIdleChannels;
@@ -188,6 +190,7 @@ export class ChannelTable {
       if (oldest.channel.idle !== oldest.place) continue;
       this.#notIdle(oldest.channel);
       this.#channels.delete(oldest.name);
+      this.#options.stats.channels = this.#channels.size;
       oldest.channel.history?.clear("max_idle_channels");
       this.#forgotten++;
     }
@@ -197,7 +200,7 @@ export class ChannelTable {
   #notIdle(channel: Channel): void {
     if (channel.idle === 0) return;
     channel.idle = 0;
-    this.#idleCount--;
+    this.#options.stats.idleChannels = --this.#idleCount;
   }
 
   /**

@@ -98,6 +98,10 @@ export class RelayStats {
   readonly historyDropped: Record<HistoryDropReason, number> = zeroes(HISTORY_DROP_REASONS);
   /** Bytes `json` history keeps right now (a gauge, kept up to date by the hub's ledger). */
   historyBytes = 0;
+  /** Channels and rooms held right now (a gauge; with workers, each replica counts). */
+  channels = 0;
+  /** Of those, `json` channels nobody is in, kept for their history (a gauge). */
+  idleChannels = 0;
   /** Publish API requests by HTTP status. */
   readonly publishRequests: Record<string, number> = {};
   /** Accept attempts that failed for lack of file descriptors (see `accept_guard.ts`). */
@@ -129,6 +133,8 @@ export class RelayStats {
       this.historyDropped[reason] += other.historyDropped[reason];
     }
     this.historyBytes += other.historyBytes;
+    this.channels += other.channels;
+    this.idleChannels += other.idleChannels;
     for (const [status, count] of Object.entries(other.publishRequests)) {
       this.publishRequests[status] = (this.publishRequests[status] ?? 0) + count;
     }

@@ -190,6 +190,18 @@ export function createMetricsHandler(
     "Bytes json channel history keeps right now, under channels.max_history_bytes_total.",
     () => current.stats.historyBytes,
   );
+  gauge(
+    registers,
+    "relay_channels",
+    "Channels and rooms held right now, summed over workers (each keeps a replica of json channels).",
+    () => current.stats.channels,
+  );
+  gauge(
+    registers,
+    "relay_idle_channels",
+    "json channels nobody is in, kept for their history, under channels.max_idle_channels.",
+    () => current.stats.idleChannels,
+  );
   new client.Counter({
     name: "relay_history_dropped_total",
     help: "Messages dropped from json channel history, by the setting that bound them.",

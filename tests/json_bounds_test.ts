@@ -110,6 +110,8 @@ Deno.test("publishing to endless fresh channels keeps at most max_idle_channels 
   assert.equal((await nextJson(canary.client)).data, "still served");
   const samples = await scrape(relay);
   assert.equal(samples.get('relay_history_dropped_total{reason="max_idle_channels"}'), 150);
+  assert.equal(samples.get("relay_idle_channels"), 50);
+  assert.equal(samples.get("relay_channels"), 51, "and the canary's");
   // Made after the first was forgotten: numbered under an epoch of its own, and still kept.
   const { client: first, reply } = await subscribe(relay, "fresh-199");
   assert.notEqual(reply.epoch, epoch);
