@@ -232,7 +232,7 @@ export class Hub extends EventTarget {
       stats: this.stats,
       echo,
       maxChannels: maxChannelsPerConnection,
-      link: link && { link, outbox: this.#outbox! },
+      outbox: this.#outbox,
       later: (task) => this.#later(task),
     });
     if (keepsHistory) {

@@ -139,19 +139,20 @@ export interface LinkHost {
  * other sequencers, by target. One call per batch, not per message.
  */
 export class LinkOutbox {
-  readonly #link: HubLink;
+  /** The link the batches go to. */
+  readonly link: HubLink;
   #forward: (FrameMessage | NumberedMessage)[] = [];
   #transferable: ArrayBuffer[] = [];
   #requests = new Map<number, PublishRequest[]>();
 
   /** An empty outbox for `link`. */
   constructor(link: HubLink) {
-    this.#link = link;
+    this.link = link;
   }
 
   /** This hub's id among the linked hubs. */
   get index(): number {
-    return this.#link.index;
+    return this.link.index;
   }
 
   /** Forwards `message` at the end of the batch; `transfer`: its buffer is the client's, not kept. */
@@ -170,12 +171,12 @@ export class LinkOutbox {
   /** Hands the batch to the link. */
   flush(): void {
     if (this.#forward.length > 0) {
-      this.#link.forward(this.#forward, this.#transferable);
+      this.link.forward(this.#forward, this.#transferable);
       this.#forward = [];
       this.#transferable = [];
     }
     if (this.#requests.size > 0) {
-      for (const [target, requests] of this.#requests) this.#link.sendTo(target, requests);
+      for (const [target, requests] of this.#requests) this.link.sendTo(target, requests);
       this.#requests = new Map();
     }
   }

@@ -29,7 +29,7 @@ import {
 } from "./channels.ts";
 import type { ChannelTable } from "./channel_table.ts";
 import type { HistoryEntry } from "./history.ts";
-import type { HubLink, LinkOutbox, NumberedMessage, Recovery } from "./link.ts";
+import type { LinkOutbox, NumberedMessage, Recovery } from "./link.ts";
 import { type Command, encodeError, encodeMessage, encodeSubscribed } from "./protocol.ts";
 import type { ReplayPacer } from "./replays.ts";
 import type { RelayStats } from "./stats.ts";
@@ -77,8 +77,8 @@ export interface SequencerOptions {
   echo: boolean;
   /** Channels one client may be in at once; 0: no limit. */
   maxChannels: number;
-  /** The hub's link, with the outbox its batches go out through. */
-  link?: { link: HubLink; outbox: LinkOutbox };
+  /** The hub's link, through the outbox its batches go out by. */
+  outbox?: LinkOutbox;
   /** Runs `task` in the hub's loop, in order with everything else queued there. */
   later: (task: () => void) => void;
 }
@@ -95,7 +95,7 @@ export class Sequencer {
   /** Subscribes `client` and answers it: `subscribed`, then any replay. */
   subscribe(client: Client, command: Subscribe): void {
     const { channel: name, since, id } = command;
-    const { table, pacer, stats, maxChannels, link, later } = this.#options;
+    const { table, pacer, stats, maxChannels, outbox, later } = this.#options;
     if (maxChannels > 0 && client.channels.size >= maxChannels && !client.channels.has(name)) {
       stats.refused.too_many_channels++;
       return client.reply(encodeError({
@@ -110,7 +110,7 @@ export class Sequencer {
     // Subscribing again starts over: the new answer says what follows it.
     pacer.cancel(channel, client);
     table.join(client, name);
-    const recover = link?.link.recover?.bind(link.link);
+    const recover = outbox?.link.recover?.bind(outbox.link);
     if (recover !== undefined) {
       // The broker knows the channel's seq, epoch and history; live messages
       // for this client wait in the replay until its answer is in.
@@ -143,18 +143,17 @@ export class Sequencer {
    * id of one on hub `origin`. Returns this hub's deliveries.
    */
   publish(name: string, data: string, sender?: Client | string, origin?: number): number {
-    const { table, stats, link } = this.#options;
+    const { table, stats, outbox } = this.#options;
     // Counted where it was accepted, whoever numbers it (a worker, Redis, this hub).
     if (origin === undefined) stats.messages++;
     const senderId = typeof sender === "string" ? sender : sender?.id;
-    const owner = link?.link.sequencerFor(name);
-    if (owner !== undefined) {
-      const from = link!.outbox.index;
-      link!.outbox.request(owner, {
+    const owner = outbox?.link.sequencerFor(name);
+    if (outbox !== undefined && owner !== undefined) {
+      outbox.request(owner, {
         kind: "publish",
         room: name,
         data,
-        origin: from,
+        origin: outbox.index,
         sender: senderId,
       });
       return 0;
@@ -169,7 +168,7 @@ export class Sequencer {
     const message = new Outbound(frame, bytes);
     channel.history?.push({ seq, time, frame, message }, bytes);
     const delivered = table.fanOut(name, message, this.#skip(name, sender, origin), seq);
-    link?.outbox.forward({
+    outbox?.forward({
       kind: "numbered",
       room: name,
       data: frame,
@@ -177,7 +176,7 @@ export class Sequencer {
       seq,
       epoch: channel.epoch,
       time,
-      origin: origin ?? link.outbox.index,
+      origin: origin ?? outbox.index,
       sender: senderId,
     });
     table.dropIfUnused(name, channel, true);
@@ -190,9 +189,9 @@ export class Sequencer {
    */
   numbered(message: NumberedMessage): void {
     const { room, data, bytes, seq, epoch, time, origin, sender } = message;
-    const { table, link } = this.#options;
+    const { table, outbox } = this.#options;
     const channel = table.open(room);
-    if (link?.link.recover !== undefined) {
+    if (outbox?.link.recover !== undefined) {
       // Sent to Redis before it stalled and numbered after this hub moved on (to its own
       // numbering, or Redis's next): its clients would get it after newer messages. They
       // were told to resync when the channel moved on; other instances' clients get it.
@@ -215,8 +214,8 @@ export class Sequencer {
    * `LinkHost.catchUp`).
    */
   catchUp(): void {
-    const { table, link, later } = this.#options;
-    const recover = link?.link.recover?.bind(link.link);
+    const { table, outbox, later } = this.#options;
+    const recover = outbox?.link.recover?.bind(outbox.link);
     if (recover === undefined) return;
     // Channels numbered here meanwhile too: Redis numbers them again, under an epoch to learn.
     for (const [name, channel] of table.entries()) {
@@ -329,10 +328,10 @@ export class Sequencer {
    * finding it scans the channel once per message, and only then.
    */
   #skip(name: string, sender: Client | string | undefined, origin?: number): Client | undefined {
-    const { echo, table, link } = this.#options;
+    const { echo, table, outbox } = this.#options;
     if (echo) return undefined;
     if (typeof sender !== "string") return origin === undefined ? sender : undefined;
-    if (origin !== link?.outbox.index) return undefined;
+    if (origin !== outbox?.index) return undefined;
     for (const member of table.get(name)?.members ?? []) {
       if (member.id === sender) return member;
     }

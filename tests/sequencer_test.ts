@@ -100,7 +100,7 @@ function setUp(link?: FakeLink, echo = true, maxIdleChannels = 0) {
     stats,
     echo,
     maxChannels: 2,
-    link: link && { link, outbox: outbox! },
+    outbox,
     later: (task) => tasks.push(task),
   });
   /** Runs what the sequencer queued for the hub's loop, as the loop would. */
