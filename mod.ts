@@ -66,6 +66,8 @@ export {
 } from "./client/reconnecting_client.ts";
 export type { Clock } from "./client/reconnecting_client.ts";
 export {
+  BROKER_REFUSALS,
+  type BrokerRefusal,
   BrokerStats,
   DISCONNECT_REASONS,
   type DisconnectReason,

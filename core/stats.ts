@@ -160,6 +160,15 @@ export const PUBLISH_SECONDS_BUCKETS: readonly number[] = [
   1,
 ];
 
+/**
+ * Why go-ws's bridge refused an envelope from Redis, as go-ws would have:
+ * over `websocket.max_message_bytes`, not an envelope Go can decode, an
+ * invalid `processId`, or a channel go-ws would not accept.
+ */
+export const BROKER_REFUSALS = ["too_large", "malformed", "process_id", "channel"] as const;
+/** One of {@link BROKER_REFUSALS}. */
+export type BrokerRefusal = typeof BROKER_REFUSALS[number];
+
 /** What the broker counts; read by `metrics.ts` like the rest. */
 export class BrokerStats {
   /** 1 while connected to the broker, else 0. */
@@ -174,6 +183,8 @@ export class BrokerStats {
    * bus traffic this one missed (counted when the next one arrives).
    */
   dropped = 0;
+  /** Envelopes from Redis refused, by reason (go-ws's bridge). */
+  readonly refused: Record<BrokerRefusal, number> = zeroes(BROKER_REFUSALS);
   /** Publish latency: counts per bucket of {@link PUBLISH_SECONDS_BUCKETS} (not cumulative). */
   readonly publishBuckets: number[] = PUBLISH_SECONDS_BUCKETS.map(() => 0);
   /** Publishes slower than the last bucket. */

@@ -13,6 +13,7 @@ import process from "node:process";
 import client from "prom-client";
 import { PROTOCOL_ERRORS } from "../core/protocol.ts";
 import {
+  BROKER_REFUSALS,
   type BrokerStats,
   DISCONNECT_REASONS,
   HISTORY_DROP_REASONS,
@@ -281,6 +282,19 @@ export function createMetricsHandler(
     "Messages for other instances lost while the broker was unreachable.",
     () => current.stats.broker?.dropped,
   );
+  new client.Counter({
+    name: "relay_broker_refused_total",
+    help:
+      "Envelopes from Redis refused as go-ws refuses them (go-ws bridge): too large, malformed, bad processId or channel.",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      this.reset();
+      const broker = current.stats.broker;
+      if (broker === undefined) return;
+      for (const reason of BROKER_REFUSALS) this.inc({ reason }, broker.refused[reason]);
+    },
+  });
   registry.registerMetric(publishLatency(() => current.stats.broker) as unknown as client.Metric);
   new client.Gauge({
     name: "relay_build_info",

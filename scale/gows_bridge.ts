@@ -183,21 +183,25 @@ export class GoWsBridge implements HubLink {
   }
 
   #receive(payload: Buffer, channel: string): void {
-    if (payload.length === 0 || payload.length > this.#options.maxEnvelopeBytes) return;
-    const envelope = decodeEnvelope(payload.toString());
+    const { refused } = this.stats;
+    if (payload.length > this.#options.maxEnvelopeBytes) return void refused.too_large++;
+    const envelope = payload.length === 0 ? undefined : decodeEnvelope(payload.toString());
+    if (envelope === undefined) return void refused.malformed++;
     // Loop prevention: our own clients had it from the hub.
-    if (envelope === undefined || envelope.sourceId === this.sourceId) return;
+    if (envelope.sourceId === this.sourceId) return;
     const { message } = envelope;
-    if (message.processId !== "" && !isGoWsProcessId(message.processId)) return;
+    if (message.processId !== "" && !isGoWsProcessId(message.processId)) {
+      return void refused.process_id++;
+    }
     let room: string;
     if (channel === this.#broadcast) {
       room = "";
     } else if (channel.startsWith(this.#channelPrefix)) {
       room = channel.slice(this.#channelPrefix.length);
-      if (goWsChannelProblem(room) !== undefined) return;
+      if (goWsChannelProblem(room) !== undefined) return void refused.channel++;
       message.channel = room;
     } else {
-      return;
+      return void refused.channel++;
     }
     const frame = encodeGoWsMessage({ ...message, timestamp: message.timestamp ?? goWsNow() });
     this.stats.received++;

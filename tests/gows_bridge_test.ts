@@ -176,6 +176,15 @@ Deno.test({
     assert.deepEqual(await until(client, "last").then((got) => got.map(untimed)), [
       { type: "event", channel: "process:abc", data: "last" },
     ]);
+    // Each refused as go-ws refuses it, and counted (its own message is not a refusal, and
+    // ws:other never arrives: the bridge subscribes to go-ws's two channel shapes only).
+    const samples = await scrape(relay);
+    const refused = (reason: string) =>
+      samples.get(`relay_broker_refused_total{reason="${reason}"}`);
+    assert.deepEqual(
+      ["malformed", "process_id", "channel", "too_large"].map(refused),
+      [6, 1, 3, 1],
+    );
     await assertQuiet(client);
     await client.close();
   },
