@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { type Relay, RelayStartError, startRelay } from "../relay.ts";
+import { within } from "./wait.ts";
 import {
   freePort,
   nextJson,
@@ -218,4 +219,45 @@ Deno.test("cluster: a metrics port in use fails the start and stops the workers"
   // The workers let go of the WebSocket port: a relay can take it again.
   await using again = await startTestRelay({ server: { workers: 2, port } });
   assert.equal(again.addr.port, port);
+});
+
+Deno.test("cluster json: each worker keeps at most max_idle_channels idle channels, and the most recent recovers on any worker under one epoch", async () => {
+  await using relay = await startTestRelay({
+    server: { workers: 2 },
+    websocket: { protocol: "json" },
+    channels: { max_idle_channels: 10 },
+  });
+  for (let i = 0; i < 100; i++) await relay.hub.publish(`fresh-${i}`, i);
+  // Each worker keeps a replica of every channel, so each forgets 90 of the 100.
+  const forgotten = 'relay_history_dropped_total{reason="max_idle_channels"}';
+  await within(
+    (async () => {
+      while ((await scrape(relay)).get(forgotten) !== 180) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })(),
+    "both workers to forget 90 channels",
+  );
+  assert.equal((await scrape(relay)).get("relay_idle_channels"), 20);
+  // Each worker orders its idle channels by when messages reached it, so which of the flood each
+  // keeps differs; a channel used after the flood is the most recent on both.
+  const late = await Promise.all([1, 2, 3, 4].map(() => TestClient.open(relay.url)));
+  for (const client of late) {
+    client.send(JSON.stringify({ type: "subscribe", channel: "recent" }));
+    assert.equal((await nextJson(client)).type, "subscribed");
+  }
+  await relay.hub.publish("recent", "after the flood");
+  const epochs = new Set();
+  for (const client of late) epochs.add((await nextJson(client)).epoch);
+  assert.equal(epochs.size, 1, `every worker names the channel's numbering alike: ${[...epochs]}`);
+  const [epoch] = epochs;
+  for (const client of late) {
+    client.send(JSON.stringify({ type: "subscribe", channel: "recent", since: 0, epoch }));
+    assert.equal((await nextJson(client)).recovered, true);
+    assert.equal((await nextJson(client)).data, "after the flood");
+    // Among the first half of what reached either worker, so forgotten on both: numbering and all.
+    client.send(JSON.stringify({ type: "subscribe", channel: "fresh-0" }));
+    assert.equal((await nextJson(client)).seq, 0);
+  }
+  await Promise.all(late.map((client) => client.close()));
 });
