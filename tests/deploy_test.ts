@@ -274,7 +274,8 @@ Deno.test("deploy/grafana-dashboard.json queries only metrics the relay exposes"
 });
 
 Deno.test({
-  name: "deploy/alerts.yaml passes promtool check rules and queries only metrics the relay exposes",
+  name:
+    "deploy/alerts.yaml passes promtool check rules and its unit tests, and queries only metrics the relay exposes",
   ignore: !(await commandWorks("promtool", ["--version"])),
   async fn() {
     const path = new URL("../deploy/alerts.yaml", import.meta.url).pathname;
@@ -287,5 +288,13 @@ Deno.test({
     );
     assert.equal(exprs.length, 6);
     await assertExposed(exprs);
+    // Each fires on its series and stays quiet while they do not move (tests/fixtures/alerts_test.yaml).
+    const unit = await new Deno.Command("promtool", {
+      args: ["test", "rules", "alerts_test.yaml"],
+      cwd: new URL("./fixtures/", import.meta.url).pathname,
+    }).output();
+    const said = new TextDecoder().decode(unit.stdout) + new TextDecoder().decode(unit.stderr);
+    assert.equal(unit.code, 0, said);
+    assert.match(said, /SUCCESS/);
   },
 });
