@@ -30,7 +30,7 @@
  */
 import { parseArgs } from "node:util";
 import { Application, judge, type Judgement } from "../tests/delivery.ts";
-import { CuttableProxy, freePort, openWebSocket } from "../tests/helpers.ts";
+import { CuttableProxy, openWebSocket } from "../tests/helpers.ts";
 import { RelayProcess } from "../tests/process.ts";
 import { RedisServer } from "../tests/redis.ts";
 import { parseSamples } from "../tests/helpers.ts";
@@ -227,19 +227,22 @@ export class World implements AsyncDisposable {
   static async start(fault: Fault, pace: Pace): Promise<World> {
     const redis = await RedisServer.start();
     const dir = await Deno.makeTempDir({ prefix: "relay-chaos-" });
-    const ports = Array.from({ length: fault.relays ?? 2 }, () => freePort());
     const slots: RelaySlot[] = [];
-    const publishTo = (fault.publishTo ?? [0]).map((i) => ports[i]);
+    // The relays' ports, known once they listen: the publisher holds this array and reads it then.
+    const publishTo: number[] = [];
     const publisher = new Publisher(publishTo, pace.gapMs, fault.raw ?? false);
     const world = new World(redis, slots, dir, fault, publisher);
     try {
-      for (const [i, port] of ports.entries()) {
-        // Its own relay first, then the others: applications move when it is gone.
-        const targets = [port, ...ports.filter((other) => other !== port)];
-        const proxy = await CuttableProxy.start(targets);
-        slots.push({ port, metricsPort: freePort(), process: undefined, proxy });
-        await world.startRelay(i);
+      for (let i = 0; i < (fault.relays ?? 2); i++) slots.push(await world.#startRelay(i));
+      const ports = slots.map(({ port }) => port);
+      // Its own relay first, then the others: applications move when it is gone.
+      for (const slot of slots) {
+        slot.proxy.targets = [
+          slot.port,
+          ...ports.filter((p) => p !== slot.port),
+        ];
       }
+      publishTo.push(...(fault.publishTo ?? [0]).map((i) => ports[i]));
       for (const i of fault.appsOn ?? ports.keys()) {
         for (let k = 0; k < 2; k++) {
           const url = `ws://127.0.0.1:${slots[i].proxy.port}/`;
@@ -255,26 +258,37 @@ export class World implements AsyncDisposable {
     return world;
   }
 
-  /** Starts relay `i` (again) on its port and waits until it reaches Redis. */
-  async startRelay(i: number): Promise<RelayProcess> {
-    const slot = this.slots[i];
+  /**
+   * Starts relay `i` on ports of its own choosing (a port picked for it
+   * beforehand can be taken meanwhile, as the ephemeral end of any
+   * connection), waits until it reaches Redis, and puts a proxy in front
+   * of it.
+   */
+  async #startRelay(i: number): Promise<RelaySlot> {
     const config = `${this.#dir}/relay-${i}.yaml`;
     await Deno.writeTextFile(
       config,
       [
-        `server: {host: 127.0.0.1, port: ${slot.port}, shutdown_timeout: 5s}`,
+        "server: {host: 127.0.0.1, port: 0, shutdown_timeout: 5s}",
         `websocket: {protocol: ${this.fault.raw ? "raw" : "json"}}`,
         "channels: {history_size: 100000, history_ttl: 10m}",
         `auth: {publish_keys: [${PUBLISH_KEY}]}`,
         `broker: {type: redis, url: "${this.redis.url}", prefix: "chaos:", ` +
         `required: ${this.fault.required ?? false}, ping_interval: 250ms, timeout: 750ms}`,
-        `metrics: {host: 127.0.0.1, port: ${slot.metricsPort}}`,
+        "metrics: {host: 127.0.0.1, port: 0}",
       ].join("\n"),
     );
-    const { relay } = await RelayProcess.start(["-config-file", config]);
-    slot.process = relay;
-    await relay.waitFor(/broker: connected/);
-    return relay;
+    const { relay, url } = await RelayProcess.start(["-config-file", config]);
+    try {
+      const metrics = (await relay.waitFor(/metrics on http:\/\/[^:]+:(\d+)\//))[1];
+      await relay.waitFor(/broker: connected/);
+      const port = Number(new URL(url).port);
+      const proxy = await CuttableProxy.start(port);
+      return { port, metricsPort: Number(metrics), process: relay, proxy };
+    } catch (error) {
+      await relay[Symbol.asyncDispose]();
+      throw error;
+    }
   }
 
   /** The relay processes running now. */

@@ -40,8 +40,24 @@ export class RedisServer implements AsyncDisposable {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  /** Starts one on `port` (a free one by default) and resolves once it accepts connections. */
-  static async start(port = freePort()): Promise<RedisServer> {
+  /**
+   * Starts one on `port` (a free one by default) and resolves once it
+   * accepts connections. A port picked here can be taken before Redis binds
+   * it (by the ephemeral end of any connection), so without a `port` a few
+   * are tried.
+   */
+  static async start(port?: number): Promise<RedisServer> {
+    if (port !== undefined) return await RedisServer.#start(port);
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await RedisServer.#start(freePort());
+      } catch (error) {
+        if (attempt === 3) throw error;
+      }
+    }
+  }
+
+  static async #start(port: number): Promise<RedisServer> {
     const child = new Deno.Command("redis-server", {
       args: [
         ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -52,7 +68,17 @@ export class RedisServer implements AsyncDisposable {
       stderr: "null",
     }).spawn();
     const stdout = new ChildOutput("redis-server", child.stdout);
-    await stdout.waitFor(/Ready to accept connections/);
+    try {
+      await stdout.waitFor(/Ready to accept connections/);
+    } catch (error) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // Exited (a port in use ends it at once).
+      }
+      await child.status;
+      throw error;
+    }
     // Keep draining so the server never blocks on a full pipe.
     stdout.drain();
     return new RedisServer(port, child);
