@@ -470,27 +470,20 @@ export const QUICK_FAULTS: string[] = [
   "Redis SIGSTOP",
 ];
 
-/** One fault's outcome: every application's judgement, summed. */
-export interface Row {
+/**
+ * One fault's outcome: every application's judgement, its counts summed
+ * (`messages` once: the numbers accepted), and whether the fault passed.
+ */
+export interface Row extends Judgement {
   fault: string;
-  /** Numbers accepted (202). */
-  messages: number;
   /** Numbers refused (503, or no relay to take them). */
   refused: number;
   apps: number;
-  /** Accepted numbers that arrived, summed over applications. */
-  delivered: number;
-  duplicates: number;
-  reordered: number;
-  silentGaps: number;
-  explainedGaps: number;
-  refusedDelivered: number;
   resyncs: number;
   /** Raw faults: frames each client of another relay missed (`a..b` when they differ). */
   lost?: string;
   /** Raw faults: `websocket_broker_dropped_total` summed over the relays. */
   counted?: number;
-  pass: boolean;
   /** What went wrong when the fault could not be run to its end (a wait that expired). */
   error?: string;
   seconds: number;

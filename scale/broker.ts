@@ -52,8 +52,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { Buffer } from "node:buffer";
-import { createClient } from "@redis/client";
-import { LinkStateReport, redisClientOptions, WatchedConnection } from "./redis_link.ts";
+import { LinkStateReport, RedisPair } from "./redis_link.ts";
 import { type Config, durationMs } from "../config.ts";
 import type {
   FrameMessage,
@@ -169,13 +168,9 @@ export class RedisBroker implements HubLink {
   readonly #nonce: string;
   /** How long each use keeps a channel's numbering in Redis, in ms, as the scripts take it. */
   readonly #keep: string;
-  readonly #publisher;
-  readonly #subscriber;
+  /** Commands and the bus subscription, each judged by its PINGs. */
+  readonly #redis: RedisPair;
   /** The commands connection and the bus subscription's, each judged by its PINGs. */
-  readonly #connections: [WatchedConnection, WatchedConnection];
-  readonly #timeoutMs: number;
-  readonly #pingIntervalMs: number;
-  #health: ReturnType<typeof setInterval> | undefined;
   /** Rejects each call in flight that someone waits on, when the broker goes down. */
   readonly #waiting = new Set<(error: Error) => void>();
   #hub: LinkHost | undefined;
@@ -212,27 +207,21 @@ export class RedisBroker implements HubLink {
     this.#bus = `${options.config.prefix}bus:2`;
     this.#nonce = this.index.toString(16);
     this.#keep = String(Math.max(NUMBERING_KEEP_MS, options.historyTtlMs));
-    this.#timeoutMs = durationMs(options.config.timeout);
-    this.#pingIntervalMs = durationMs(options.config.ping_interval);
-    // Nothing read or written for ten timeouts (PINGs go out every interval
-    // while answered): the path is dead; reconnect rather than wait.
-    const clientOptions = redisClientOptions(options.config.url, 10 * this.#timeoutMs);
     this.#state = new LinkStateReport({
       name: "broker",
       url: options.config.url,
       log,
       stats: this.stats,
     });
-    this.#publisher = createClient(clientOptions);
-    this.#subscriber = createClient(clientOptions);
-    const update = (why: string) => this.#update(why);
-    this.#connections = [
-      new WatchedConnection(this.#publisher, update),
+    this.#redis = new RedisPair({
+      url: options.config.url,
+      timeout: options.config.timeout,
+      onChange: (why) => this.#update(why),
       // The subscriber is ready once the bus subscription is in: on the first
       // connection when subscribe() resolves; on reconnects the client library
       // restores it before it reports ready.
-      new WatchedConnection(this.#subscriber, update, () => this.#subscribed),
-    ];
+      subscribed: () => this.#subscribed,
+    });
   }
 
   /** Whether messages can go to and come from the other instances right now. */
@@ -246,18 +235,21 @@ export class RedisBroker implements HubLink {
    */
   start(hub: LinkHost): void {
     this.#hub = hub;
-    this.#health = setInterval(() => this.#check(), this.#pingIntervalMs);
-    Deno.unrefTimer(this.#health);
+    this.#redis.watch(
+      durationMs(this.#options.config.ping_interval),
+      (now) => this.#checkSubscription(now),
+    );
     const failed = (error: Error) =>
       this.#closed || log.error("broker: {error}", { error: error.message });
-    this.#publisher.connect().catch(failed);
-    this.#subscriber.connect()
+    const { publisher, subscriber } = this.#redis;
+    publisher.connect().catch(failed);
+    subscriber.connect()
       .then(() =>
-        this.#subscriber.subscribe(this.#bus, (message: Buffer) => this.#receive(message), true)
+        subscriber.subscribe(this.#bus, (message: Buffer) => this.#receive(message), true)
       )
       .then(() => {
         this.#subscribed = true;
-        this.#connections[1].ready();
+        this.#redis.subscribing.ready();
       })
       .catch(failed);
   }
@@ -282,7 +274,7 @@ export class RedisBroker implements HubLink {
     const first = this.#sent;
     this.#sent += raw.length;
     // A batch that fails may or may not be on the bus: the receivers that missed it count it.
-    this.#publisher.publish(this.#bus, encodeBatch(this.index, first, raw)).then(
+    this.#redis.publisher.publish(this.#bus, encodeBatch(this.index, first, raw)).then(
       () => {
         this.stats.published += raw.length;
         this.stats.observePublish((performance.now() - started) / 1000);
@@ -302,7 +294,7 @@ export class RedisBroker implements HubLink {
       // Forked while up (a publish failed without a drop of the connection).
       if (this.#forked.size > 0 && this.#forked.delete(message.room)) this.#rotate(message.room);
       const started = performance.now();
-      this.#publisher.eval(PUBLISH_SCRIPT, {
+      this.#redis.publisher.eval(PUBLISH_SCRIPT, {
         keys: [this.#key("seq", message.room), this.#key("history", message.room)],
         arguments: [
           message.room,
@@ -330,7 +322,7 @@ export class RedisBroker implements HubLink {
 
   async recover(channel: string, since: number | undefined): Promise<Recovery> {
     if (!this.#sequencing) throw new Error("broker unreachable");
-    const [seq, epoch, rows] = await this.#bounded(this.#publisher.eval(RECOVER_SCRIPT, {
+    const [seq, epoch, rows] = await this.#bounded(this.#redis.publisher.eval(RECOVER_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
       arguments: [since === undefined ? "" : String(since), this.#nonce, this.#keep],
     })) as [number, string, [string, string[]][]];
@@ -347,8 +339,7 @@ export class RedisBroker implements HubLink {
   /** Disconnects from Redis. */
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#health);
-    await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
+    await this.#redis.close();
   }
 
   #key(kind: "seq" | "history", channel: string): string {
@@ -368,18 +359,18 @@ export class RedisBroker implements HubLink {
 
   /** Whether the publisher connection is usable: raw frames and scripts can go out. */
   get #publishing(): boolean {
-    return this.#connections[0].usable;
+    return this.#redis.publishing.usable;
   }
 
-  /** The health check, every `ping_interval`: a PING for each connection, or judges the last. */
-  #check(): void {
-    const now = performance.now();
-    const { timeout } = this.#options.config;
+  /**
+   * Part of the health check, every `ping_interval`: a bus subscription
+   * lost for longer than `timeout` ends Redis's numbering.
+   */
+  #checkSubscription(now: number): void {
     const lost = this.#subscriptionLostAt;
-    if (this.#sequencing && lost !== undefined && now - lost > this.#timeoutMs) {
-      this.#update(`bus subscription lost for over ${timeout}`);
+    if (this.#sequencing && lost !== undefined && now - lost > this.#redis.timeoutMs) {
+      this.#update(`bus subscription lost for over ${this.#options.config.timeout}`);
     }
-    for (const connection of this.#connections) connection.check(now, this.#timeoutMs, timeout);
   }
 
   /**
@@ -389,7 +380,7 @@ export class RedisBroker implements HubLink {
    * hub publishes afterwards, so no publish can land in an old numbering.
    */
   #update(why: string): void {
-    const subscribed = this.#connections[1].usable;
+    const subscribed = this.#redis.subscribing.usable;
     const now = performance.now();
     if (subscribed) this.#subscriptionLostAt = undefined;
     else {
@@ -397,7 +388,8 @@ export class RedisBroker implements HubLink {
       this.#missedBus = true;
     }
     const lost = this.#subscriptionLostAt;
-    const sequencing = this.#publishing && (lost === undefined || now - lost <= this.#timeoutMs);
+    const sequencing = this.#publishing &&
+      (lost === undefined || now - lost <= this.#redis.timeoutMs);
     if (sequencing !== this.#sequencing) {
       if (sequencing) this.#rotateForked();
       this.#sequencing = sequencing;
@@ -427,7 +419,7 @@ export class RedisBroker implements HubLink {
 
   /** A new epoch in Redis for `channel`; forked again if that fails. */
   #rotate(channel: string): void {
-    this.#publisher.eval(ROTATE_SCRIPT, {
+    this.#redis.publisher.eval(ROTATE_SCRIPT, {
       keys: [this.#key("seq", channel), this.#key("history", channel)],
       arguments: [this.#nonce, this.#bus, channel, this.#keep],
     }).catch(() => this.#forked.add(channel));

@@ -33,8 +33,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import type { Buffer } from "node:buffer";
-import { createClient } from "@redis/client";
-import { LinkStateReport, redisClientOptions, WatchedConnection } from "./redis_link.ts";
+import { LinkStateReport, RedisPair } from "./redis_link.ts";
 import { type Config, durationMs } from "../config.ts";
 import { utf8Length } from "../engine/frame.ts";
 import {
@@ -78,13 +77,9 @@ export class GoWsBridge implements HubLink {
   readonly #channelPrefix: string;
   /** `{"sourceId":"…","message":`, the part of every envelope that never changes. */
   readonly #head: string;
-  readonly #publisher;
-  readonly #subscriber;
   #hub: LinkHost | undefined;
   /** The publisher's connection and the pattern subscription's, each judged by its PINGs. */
-  readonly #connections: [WatchedConnection, WatchedConnection];
-  readonly #timeoutMs: number;
-  #health: ReturnType<typeof setInterval> | undefined;
+  readonly #redis: RedisPair;
   #subscribed = false;
   readonly #state: LinkStateReport;
   #closed = false;
@@ -94,10 +89,6 @@ export class GoWsBridge implements HubLink {
     this.#broadcast = `${options.prefix}:broadcast`;
     this.#channelPrefix = `${options.prefix}:channel:`;
     this.#head = `{"sourceId":${JSON.stringify(this.sourceId)},"message":`;
-    this.#timeoutMs = durationMs(options.timeout);
-    // Nothing read or written for ten timeouts (PINGs go out every interval
-    // while answered): the path is dead; reconnect rather than wait.
-    const clientOptions = redisClientOptions(options.url, 10 * this.#timeoutMs);
     this.#state = new LinkStateReport({
       name: "go-ws bridge",
       url: options.url,
@@ -105,36 +96,31 @@ export class GoWsBridge implements HubLink {
       stats: this.stats,
       connected: { note: ", prefix {prefix}", properties: { prefix: options.prefix } },
     });
-    this.#publisher = createClient(clientOptions);
-    this.#subscriber = createClient(clientOptions);
-    const update = (why: string) => this.#update(why);
-    this.#connections = [
-      new WatchedConnection(this.#publisher, update),
+    this.#redis = new RedisPair({
+      url: options.url,
+      timeout: options.timeout,
+      onChange: (why) => this.#update(why),
       // Ready once the pattern subscription is in (the client library restores it on reconnect).
-      new WatchedConnection(this.#subscriber, update, () => this.#subscribed),
-    ];
+      subscribed: () => this.#subscribed,
+    });
   }
 
   /** Whether messages can go to and come from the others right now. */
   get up(): boolean {
-    return this.#connections[0].usable && this.#connections[1].usable;
+    return this.#redis.up;
   }
 
   /** Joins `hub` to Redis; resolves at once, whether Redis is reachable or not. */
   start(hub: LinkHost): void {
     this.#hub = hub;
-    const { pingIntervalMs, timeout } = this.#options;
-    this.#health = setInterval(() => {
-      const now = performance.now();
-      for (const connection of this.#connections) connection.check(now, this.#timeoutMs, timeout);
-    }, pingIntervalMs);
-    Deno.unrefTimer(this.#health);
+    this.#redis.watch(this.#options.pingIntervalMs);
     const failed = (error: Error) =>
       this.#closed || log.error("go-ws bridge: {error}", { error: error.message });
-    this.#publisher.connect().catch(failed);
-    this.#subscriber.connect()
+    const { publisher, subscriber } = this.#redis;
+    publisher.connect().catch(failed);
+    subscriber.connect()
       .then(() =>
-        this.#subscriber.pSubscribe(
+        subscriber.pSubscribe(
           [this.#broadcast, `${this.#channelPrefix}*`],
           (message: Buffer, channel: Buffer) => this.#receive(message, channel.toString()),
           true,
@@ -142,7 +128,7 @@ export class GoWsBridge implements HubLink {
       )
       .then(() => {
         this.#subscribed = true;
-        this.#connections[1].ready();
+        this.#redis.subscribing.ready();
       })
       .catch(failed);
   }
@@ -157,7 +143,7 @@ export class GoWsBridge implements HubLink {
       }
       const channel = room === "" ? this.#broadcast : this.#channelPrefix + room;
       const started = performance.now();
-      this.#publisher.publish(channel, `${this.#head}${data}}`).then(
+      this.#redis.publisher.publish(channel, `${this.#head}${data}}`).then(
         () => {
           this.stats.published++;
           this.stats.observePublish((performance.now() - started) / 1000);
@@ -178,8 +164,7 @@ export class GoWsBridge implements HubLink {
   /** Disconnects from Redis. */
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#health);
-    await Promise.allSettled([this.#publisher.close(), this.#subscriber.close()]);
+    await this.#redis.close();
   }
 
   #receive(payload: Buffer, channel: string): void {

@@ -9,7 +9,9 @@
  * @module
  */
 import type { Logger } from "@logtape/logtape";
+import { createClient } from "@redis/client";
 import type { EventEmitter } from "node:events";
+import { durationMs } from "../config.ts";
 import type { LinkHost } from "../core/link.ts";
 import type { BrokerStats } from "../core/stats.ts";
 
@@ -20,18 +22,7 @@ import type { BrokerStats } from "../core/stats.ts";
  * with jitter from 100 ms to 5 s. `socketTimeoutMs`: reconnect when nothing
  * was read or written for that long.
  */
-export function redisClientOptions(
-  url: string,
-  socketTimeoutMs?: number,
-): {
-  url: string;
-  disableOfflineQueue: boolean;
-  socket: {
-    connectTimeout: number;
-    socketTimeout?: number;
-    reconnectStrategy: (retries: number) => number;
-  };
-} {
+function redisClientOptions(url: string, socketTimeoutMs: number) {
   return {
     url,
     disableOfflineQueue: true,
@@ -42,6 +33,79 @@ export function redisClientOptions(
         Math.min(5000, 100 * 2 ** Math.min(retries, 6)) * (0.5 + Math.random() / 2),
     },
   };
+}
+
+/** A Redis client as the links use it. */
+export type RedisClient = ReturnType<typeof createClient>;
+
+/** Options for a {@link RedisPair}. */
+export interface RedisPairOptions {
+  /** `redis://` or `rediss://` URL. */
+  url: string;
+  /** A PING unanswered this long means Redis stalled; as written in the config, for logs. */
+  timeout: string;
+  /** A connection's health changed: why it is not usable, `""` when it is. */
+  onChange: (why: string) => void;
+  /** Whether the subscriber's subscription is in, so that a ready subscriber may be used. */
+  subscribed: () => boolean;
+}
+
+/**
+ * A link's two connections to Redis, one for commands and publishes and
+ * one for its subscription, each judged by its PINGs on one clock (see
+ * {@link WatchedConnection}). One silent for ten timeouts (PINGs go out
+ * every interval while answered) is on a dead path: it is dropped and
+ * reconnected rather than waited on.
+ */
+export class RedisPair {
+  readonly publisher: RedisClient;
+  readonly subscriber: RedisClient;
+  /** The publisher's health. */
+  readonly publishing: WatchedConnection;
+  /** The subscriber's health. */
+  readonly subscribing: WatchedConnection;
+  /** `timeout` in ms. */
+  readonly timeoutMs: number;
+  readonly #timeout: string;
+  #clock: ReturnType<typeof setInterval> | undefined;
+
+  /** Both clients, not connected yet. */
+  constructor(options: RedisPairOptions) {
+    const { url, timeout, onChange, subscribed } = options;
+    this.timeoutMs = durationMs(timeout);
+    this.#timeout = timeout;
+    const clientOptions = redisClientOptions(url, 10 * this.timeoutMs);
+    this.publisher = createClient(clientOptions);
+    this.subscriber = createClient(clientOptions);
+    this.publishing = new WatchedConnection(this.publisher, onChange);
+    this.subscribing = new WatchedConnection(this.subscriber, onChange, subscribed);
+  }
+
+  /** Both usable: messages can go to and come from the others. */
+  get up(): boolean {
+    return this.publishing.usable && this.subscribing.usable;
+  }
+
+  /**
+   * Starts the health clock: every `intervalMs`, `before` (the link's own
+   * checks, if any), then a PING for each connection or a judgement of the
+   * one in flight.
+   */
+  watch(intervalMs: number, before?: (now: number) => void): void {
+    this.#clock = setInterval(() => {
+      const now = performance.now();
+      before?.(now);
+      this.publishing.check(now, this.timeoutMs, this.#timeout);
+      this.subscribing.check(now, this.timeoutMs, this.#timeout);
+    }, intervalMs);
+    Deno.unrefTimer(this.#clock);
+  }
+
+  /** Stops the clock and disconnects both. */
+  async close(): Promise<void> {
+    clearInterval(this.#clock);
+    await Promise.allSettled([this.publisher.close(), this.subscriber.close()]);
+  }
 }
 
 /** A Redis link's up/down state as the operator and the hub see it. */
