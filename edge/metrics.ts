@@ -11,18 +11,7 @@
  */
 import process from "node:process";
 import client from "prom-client";
-import { PROTOCOL_ERRORS } from "../core/protocol.ts";
-import {
-  BROKER_REFUSALS,
-  type BrokerStats,
-  DISCONNECT_REASONS,
-  HISTORY_DROP_REASONS,
-  HTTP_TIMEOUT_PHASES,
-  PUBLISH_SECONDS_BUCKETS,
-  REJECT_REASONS,
-  RelayStats,
-  UNEXPECTED_ERROR_KINDS,
-} from "../core/stats.ts";
+import { type BrokerStats, PUBLISH_SECONDS_BUCKETS, RelayStats } from "../core/stats.ts";
 import { VERSION } from "../base/version.ts";
 
 /** The numbers a scrape shows. */
@@ -150,41 +139,27 @@ export function createMetricsHandler(
     "Payload bytes handed to client sockets.",
     () => current.stats.bytesSent,
   );
-  new client.Counter({
-    name: "websocket_disconnections_total",
-    help: "WebSocket clients removed, by reason.",
-    labelNames: ["reason"],
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const reason of DISCONNECT_REASONS) {
-        this.inc({ reason }, current.stats.disconnections[reason]);
-      }
-    },
-  });
-  new client.Counter({
-    name: "websocket_rejected_connections_total",
-    help:
-      "Connections refused before a WebSocket upgrade, by reason (max_connections: closed at accept).",
-    labelNames: ["reason"],
+    "websocket_disconnections_total",
+    "WebSocket clients removed, by reason.",
+    "reason",
+    () => current.stats.disconnections,
+  );
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const reason of REJECT_REASONS) {
-        this.inc({ reason }, current.stats.rejected[reason]);
-      }
-    },
-  });
-  new client.Counter({
-    name: "websocket_protocol_errors_total",
-    help: "Client frames refused, by error code (json protocol errors and rate limiting).",
-    labelNames: ["code"],
+    "websocket_rejected_connections_total",
+    "Connections refused before a WebSocket upgrade, by reason (max_connections: closed at accept).",
+    "reason",
+    () => current.stats.rejected,
+  );
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const code of PROTOCOL_ERRORS) this.inc({ code }, current.stats.refused[code]);
-    },
-  });
+    "websocket_protocol_errors_total",
+    "Client frames refused, by error code (json protocol errors and rate limiting).",
+    "code",
+    () => current.stats.refused,
+  );
   gauge(
     registers,
     "relay_history_bytes",
@@ -203,61 +178,40 @@ export function createMetricsHandler(
     "json channels nobody is in, kept for their history, under channels.max_idle_channels.",
     () => current.stats.idleChannels,
   );
-  new client.Counter({
-    name: "relay_history_dropped_total",
-    help: "Messages dropped from json channel history, by the setting that bound them.",
-    labelNames: ["reason"],
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const reason of HISTORY_DROP_REASONS) {
-        this.inc({ reason }, current.stats.historyDropped[reason]);
-      }
-    },
-  });
-  new client.Counter({
-    name: "relay_publish_requests_total",
-    help: "Requests to the publish API, by HTTP status.",
-    labelNames: ["status"],
+    "relay_history_dropped_total",
+    "Messages dropped from json channel history, by the setting that bound them.",
+    "reason",
+    () => current.stats.historyDropped,
+  );
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const [status, count] of Object.entries(current.stats.publishRequests)) {
-        this.inc({ status }, count);
-      }
-    },
-  });
+    "relay_publish_requests_total",
+    "Requests to the publish API, by HTTP status.",
+    "status",
+    () => current.stats.publishRequests,
+  );
   counter(
     registers,
     "relay_accept_errors_total",
     "Accept attempts that failed for lack of file descriptors (EMFILE, ENFILE).",
     () => current.stats.acceptErrors,
   );
-  new client.Counter({
-    name: "relay_http_timeouts_total",
-    help: "Connections closed for a request head, body or keep-alive wait that ran out of time.",
-    labelNames: ["phase"],
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const phase of HTTP_TIMEOUT_PHASES) {
-        this.inc({ phase }, current.stats.httpTimeouts[phase]);
-      }
-    },
-  });
-  new client.Counter({
-    name: "relay_unexpected_errors_total",
-    help:
-      "Errors the relay logged and served on after: uncaught exceptions, unhandled rejections, HTTP handlers that threw.",
-    labelNames: ["kind"],
+    "relay_http_timeouts_total",
+    "Connections closed for a request head, body or keep-alive wait that ran out of time.",
+    "phase",
+    () => current.stats.httpTimeouts,
+  );
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      for (const kind of UNEXPECTED_ERROR_KINDS) {
-        this.inc({ kind }, current.stats.unexpectedErrors[kind]);
-      }
-    },
-  });
+    "relay_unexpected_errors_total",
+    "Errors the relay logged and served on after: uncaught exceptions, unhandled rejections, HTTP handlers that threw.",
+    "kind",
+    () => current.stats.unexpectedErrors,
+  );
   gauge(
     registers,
     "relay_broker_up",
@@ -282,19 +236,13 @@ export function createMetricsHandler(
     "Messages for other instances lost while the broker was unreachable.",
     () => current.stats.broker?.dropped,
   );
-  new client.Counter({
-    name: "relay_broker_refused_total",
-    help:
-      "Envelopes from Redis refused as go-ws refuses them (go-ws bridge): too large, malformed, bad processId or channel.",
-    labelNames: ["reason"],
+  countsBy(
     registers,
-    collect() {
-      this.reset();
-      const broker = current.stats.broker;
-      if (broker === undefined) return;
-      for (const reason of BROKER_REFUSALS) this.inc({ reason }, broker.refused[reason]);
-    },
-  });
+    "relay_broker_refused_total",
+    "Envelopes from Redis refused as go-ws refuses them (go-ws bridge): too large, malformed, bad processId or channel.",
+    "reason",
+    () => current.stats.broker?.refused,
+  );
   registry.registerMetric(publishLatency(() => current.stats.broker) as unknown as client.Metric);
   new client.Gauge({
     name: "relay_build_info",
@@ -315,6 +263,31 @@ export function createMetricsHandler(
     last = text;
     return new Response(await text, { headers: { "content-type": merged.contentType } });
   };
+}
+
+/**
+ * A counter with one label, read at scrape time: a sample per entry of the
+ * record `read` returns (in its order), none when it returns `undefined`.
+ */
+function countsBy(
+  registers: client.Registry[],
+  name: string,
+  help: string,
+  label: string,
+  read: () => Record<string, number> | undefined,
+): void {
+  new client.Counter({
+    name,
+    help,
+    labelNames: [label],
+    registers,
+    collect() {
+      this.reset();
+      for (const [value, count] of Object.entries(read() ?? {})) {
+        this.inc({ [label]: value }, count);
+      }
+    },
+  });
 }
 
 /** A counter read at scrape time; one that reads `undefined` has no sample (no broker). */
